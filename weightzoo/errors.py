@@ -1,0 +1,25 @@
+"""Errors a user can cause. Each message names the file or field, what is wrong and the fix."""
+
+from __future__ import annotations
+
+
+class WeightZooError(Exception):
+    """Base class: the CLI prints the message as one line and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class SpecError(WeightZooError):
+    """A spec, architecture or layout description is invalid."""
+
+
+class LayoutError(WeightZooError):
+    """Parameters do not match a ParamLayout (missing names, wrong shapes or sizes)."""
+
+
+class StoreError(WeightZooError):
+    """A zoo store is missing, not a zoo, of the wrong format, or damaged."""
+
+
+class ImportFormatError(WeightZooError):
+    """A source in an external zoo format is malformed or incomplete."""

@@ -1,0 +1,495 @@
+"""ParamLayout and PermutationSpec: the contract every part of weightzoo speaks.
+
+``ParamLayout`` maps one network's parameters (and float buffers such as BatchNorm running
+statistics) to a flat float32 vector. ``PermutationSpec`` says which parameter axes move
+together when the hidden neurons/channels of a layer are permuted, and which further
+symmetries (sign flips, positive rescaling) the activations allow. Both are derived from an
+``nn.Module`` whose submodules are registered in data-flow order (``nn.Sequential`` and
+friends) and both round-trip through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .errors import LayoutError, SpecError
+
+ROLES = ("weight", "bias", "norm", "other")
+SYMMETRIES = ("permute", "sign", "scale")
+
+_DENSE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
+
+# Which symmetries of the pre-activations survive each parameter-free module.
+_ALL = frozenset(SYMMETRIES)
+_PERM = frozenset({"permute"})
+_PERM_SCALE = frozenset({"permute", "scale"})
+_PERM_SIGN = frozenset({"permute", "sign"})
+_PRESERVED: dict[type, frozenset[str]] = {
+    nn.ReLU: _PERM_SCALE,
+    nn.LeakyReLU: _PERM_SCALE,
+    nn.PReLU: _PERM,
+    nn.Tanh: _PERM_SIGN,
+    nn.Hardtanh: _PERM_SIGN,
+    nn.Softsign: _PERM_SIGN,
+    nn.Tanhshrink: _PERM_SIGN,
+    nn.Sigmoid: _PERM,
+    nn.GELU: _PERM,
+    nn.SiLU: _PERM,
+    nn.ELU: _PERM,
+    nn.SELU: _PERM,
+    nn.Softplus: _PERM,
+    nn.Mish: _PERM,
+    nn.ReLU6: _PERM,
+    nn.Hardswish: _PERM,
+    nn.MaxPool1d: _PERM_SCALE,
+    nn.MaxPool2d: _PERM_SCALE,
+    nn.AdaptiveMaxPool1d: _PERM_SCALE,
+    nn.AdaptiveMaxPool2d: _PERM_SCALE,
+    nn.AvgPool1d: _ALL,
+    nn.AvgPool2d: _ALL,
+    nn.AdaptiveAvgPool1d: _ALL,
+    nn.AdaptiveAvgPool2d: _ALL,
+    nn.Dropout: _ALL,
+    nn.Dropout1d: _ALL,
+    nn.Dropout2d: _ALL,
+    nn.Identity: _ALL,
+    nn.Flatten: _ALL,
+}
+
+
+def module_symmetries(module: nn.Module) -> frozenset[str] | None:
+    """Symmetries a parameter-free module preserves, or None if weightzoo does not know it.
+
+    Custom activations declare theirs with a class attribute ``weight_space_symmetries``.
+    """
+    declared = getattr(module, "weight_space_symmetries", None)
+    if declared is not None:
+        return frozenset(declared)
+    return _PRESERVED.get(type(module))
+
+
+# --------------------------------------------------------------------------- ParamLayout
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    """One tensor of the state_dict: where it sits in the flat vector and what it is."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    role: str
+    layer: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.numel
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """How one network's parameters map to a flat float32 vector of length ``size``."""
+
+    entries: tuple[ParamEntry, ...]
+
+    def __post_init__(self) -> None:
+        offset = 0
+        for e in self.entries:
+            if e.role not in ROLES:
+                raise SpecError(f"layout entry {e.name!r}: role {e.role!r} is not one of {ROLES}")
+            if e.offset != offset:
+                raise SpecError(
+                    f"layout entry {e.name!r}: offset {e.offset} should be {offset} "
+                    "(entries must be contiguous and in order)"
+                )
+            offset = e.stop
+        if len({e.name for e in self.entries}) != len(self.entries):
+            raise SpecError("layout: parameter names must be unique")
+
+    # -- construction
+    @classmethod
+    def from_shapes(cls, items: Iterable[tuple[str, Iterable[int], str, int]]) -> "ParamLayout":
+        """Build from ``(name, shape, role, layer)`` tuples, assigning offsets in order."""
+        entries, offset = [], 0
+        for name, shape, role, layer in items:
+            e = ParamEntry(name, tuple(int(s) for s in shape), offset, role, int(layer))
+            entries.append(e)
+            offset = e.stop
+        return cls(tuple(entries))
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "ParamLayout":
+        """Parameters and float buffers of ``module`` in state_dict order.
+
+        Linear/Conv weights and biases get roles ``weight``/``bias`` and a running layer
+        index; normalization affine parameters get ``norm`` and running statistics ``other``,
+        both with the index of the dense layer they follow.
+        """
+        owner_role: dict[str, tuple[str, int]] = {}
+        layer = -1
+        for mod_name, mod in module.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            if isinstance(mod, _DENSE):
+                layer += 1
+                owner_role[prefix + "weight"] = ("weight", layer)
+                owner_role[prefix + "bias"] = ("bias", layer)
+            elif isinstance(mod, _NORMS):
+                for p in ("weight", "bias"):
+                    owner_role[prefix + p] = ("norm", max(layer, 0))
+        items = []
+        for name, tensor in module.state_dict().items():
+            if not torch.is_floating_point(tensor):
+                continue  # e.g. BatchNorm's num_batches_tracked: not part of the function
+            role, idx = owner_role.get(name, ("other", max(_layer_of(name, owner_role), 0)))
+            items.append((name, tensor.shape, role, idx))
+        return cls.from_shapes(items)
+
+    # -- queries
+    @property
+    def size(self) -> int:
+        return self.entries[-1].stop if self.entries else 0
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __getitem__(self, name: str) -> ParamEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(e.name == name for e in self.entries)
+
+    def dense_layers(self) -> list[tuple[ParamEntry, ParamEntry | None]]:
+        """``(weight, bias or None)`` for each Linear/Conv layer, in order."""
+        biases = {e.layer: e for e in self.entries if e.role == "bias"}
+        return [(e, biases.get(e.layer)) for e in self.entries if e.role == "weight"]
+
+    # -- conversion
+    def flatten(self, state_dict: Mapping[str, Tensor], *, source: str = "state_dict") -> Tensor:
+        """Concatenate a state_dict's tensors into a float32 vector ``[P]``."""
+        self.check(state_dict, source=source)
+        parts = [state_dict[e.name].detach().reshape(-1).to(torch.float32).cpu() for e in self]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def check(self, state_dict: Mapping[str, Tensor], *, source: str = "state_dict") -> None:
+        """Raise LayoutError naming the first missing or mis-shaped tensor."""
+        for e in self.entries:
+            if e.name not in state_dict:
+                extra = sorted(set(state_dict) - set(self.names))[:3]
+                hint = f"; it has {extra} instead" if extra else ""
+                raise LayoutError(f"{source}: missing parameter {e.name!r}{hint}")
+            got = tuple(state_dict[e.name].shape)
+            if got != e.shape:
+                raise LayoutError(f"{source}: parameter {e.name!r} has shape {got}, layout expects {e.shape}")
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """Split ``[..., P]`` into ``{name: [..., *shape]}`` (views where possible)."""
+        if flat.shape[-1] != self.size:
+            raise LayoutError(f"flat parameters have length {flat.shape[-1]}, layout expects {self.size}")
+        lead = flat.shape[:-1]
+        return {e.name: flat[..., e.offset : e.stop].reshape(*lead, *e.shape) for e in self}
+
+    # -- serialization
+    def to_dict(self) -> dict:
+        return {"entries": [asdict(e) | {"shape": list(e.shape)} for e in self.entries]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "ParamLayout":
+        try:
+            return cls(tuple(ParamEntry(d["name"], tuple(d["shape"]), int(d["offset"]), d["role"], int(d["layer"]))
+                             for d in data["entries"]))
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"layout: malformed description ({exc!r}); expected entries with name, shape, offset, role, layer") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ParamLayout":
+        return cls.from_dict(json.loads(text))
+
+
+def _layer_of(name: str, owner_role: Mapping[str, tuple[str, int]]) -> int:
+    """Layer index of a buffer: that of a sibling parameter of the same module, else 0."""
+    prefix = name.rsplit(".", 1)[0] + "."
+    for key, (_, idx) in owner_role.items():
+        if key.startswith(prefix):
+            return idx
+    return 0
+
+
+# --------------------------------------------------------------------- PermutationSpec
+
+
+@dataclass(frozen=True)
+class AxisRef:
+    """Axis ``axis`` of parameter ``param``; ``inner`` consecutive entries belong to each neuron
+    (``inner > 1`` for a Linear layer reading a flattened ``C x spatial`` feature map)."""
+
+    param: str
+    axis: int
+    inner: int = 1
+
+
+@dataclass(frozen=True)
+class PermGroup:
+    """The neurons of one hidden layer and every parameter axis they index.
+
+    ``out_axes`` produce the pre-activations (scaled by a group action), ``in_axes`` consume
+    them (divided by the scale); ``symmetries`` lists which actions keep the function.
+    """
+
+    name: str
+    size: int
+    axes: tuple[AxisRef, ...]
+    out_axes: tuple[AxisRef, ...] = ()
+    in_axes: tuple[AxisRef, ...] = ()
+    symmetries: tuple[str, ...] = ("permute",)
+
+
+@dataclass
+class GroupAction:
+    """One element of the symmetry group: a permutation (``[size]`` or ``[B, size]``) per
+    group and optionally a nonzero per-neuron scale (sign flips and/or positive rescaling)."""
+
+    perms: dict[str, Tensor] = field(default_factory=dict)
+    scales: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """Named permutation groups, one per hidden layer."""
+
+    groups: tuple[PermGroup, ...]
+
+    def __getitem__(self, name: str) -> PermGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "PermutationSpec":
+        """Derive the groups of a feed-forward module whose leaves run in registration order."""
+        return _SpecBuilder().build(module)
+
+    # -- group actions
+    def random_action(
+        self,
+        generator: torch.Generator | None = None,
+        *,
+        batch: int | None = None,
+        sign: bool = True,
+        scale: tuple[float, float] | None = (0.5, 2.0),
+    ) -> GroupAction:
+        """Draw a random symmetry: a permutation per group, random signs where allowed and
+        log-uniform positive scales in ``scale`` where allowed (None disables scaling)."""
+        lead = () if batch is None else (batch,)
+        action = GroupAction()
+        for g in self.groups:
+            keys = torch.rand(*lead, g.size, generator=generator)
+            action.perms[g.name] = keys.argsort(dim=-1)
+            s = torch.ones(*lead, g.size)
+            if sign and "sign" in g.symmetries:
+                s = torch.where(torch.rand(*lead, g.size, generator=generator) < 0.5, -s, s)
+            if scale is not None and "scale" in g.symmetries:
+                lo, hi = torch.log(torch.tensor(scale, dtype=torch.float32))
+                s = s * torch.exp(lo + (hi - lo) * torch.rand(*lead, g.size, generator=generator))
+            if not torch.all(s == 1):
+                action.scales[g.name] = s
+        return action
+
+    def apply(self, params: Mapping[str, Tensor], action: GroupAction, *, batch_dims: int = 0) -> dict[str, Tensor]:
+        """Return new tensors transformed by ``action``; params carry ``batch_dims`` leading dims.
+
+        Scaling happens first (in the original neuron order), then the permutation, so the
+        result computes the same function as the input whenever the action is a symmetry.
+        """
+        out = dict(params)
+        for g in self.groups:
+            s = action.scales.get(g.name)
+            if s is not None:
+                if not set(g.symmetries) & {"sign", "scale"}:
+                    raise SpecError(f"group {g.name!r} allows only permutations, got a scale")
+                for ref in g.out_axes:
+                    out[ref.param] = _scale_axis(out[ref.param], ref, s, batch_dims)
+                for ref in g.in_axes:
+                    out[ref.param] = _scale_axis(out[ref.param], ref, 1.0 / s, batch_dims)
+            p = action.perms.get(g.name)
+            if p is not None:
+                for ref in g.axes:
+                    out[ref.param] = _permute_axis(out[ref.param], ref, p, batch_dims)
+        return out
+
+    # -- serialization
+    def to_dict(self) -> dict:
+        return {
+            "groups": [
+                {
+                    "name": g.name,
+                    "size": g.size,
+                    "axes": [asdict(a) for a in g.axes],
+                    "out_axes": [asdict(a) for a in g.out_axes],
+                    "in_axes": [asdict(a) for a in g.in_axes],
+                    "symmetries": list(g.symmetries),
+                }
+                for g in self.groups
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "PermutationSpec":
+        def refs(items) -> tuple[AxisRef, ...]:
+            return tuple(AxisRef(a["param"], int(a["axis"]), int(a.get("inner", 1))) for a in items)
+
+        try:
+            return cls(tuple(
+                PermGroup(g["name"], int(g["size"]), refs(g["axes"]), refs(g.get("out_axes", [])),
+                          refs(g.get("in_axes", [])), tuple(g.get("symmetries", ["permute"])))
+                for g in data["groups"]
+            ))
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"permutation spec: malformed description ({exc!r}); expected groups with name, size, axes") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "PermutationSpec":
+        return cls.from_dict(json.loads(text))
+
+
+def _split_axis(t: Tensor, ref: AxisRef, batch_dims: int) -> tuple[Tensor, int]:
+    """View ``t`` with the referenced axis split into ``(neurons, inner)``; return the axis."""
+    ax = batch_dims + ref.axis
+    shape = list(t.shape)
+    n = shape[ax] // ref.inner
+    return t.reshape(*shape[:ax], n, ref.inner, *shape[ax + 1 :]), ax
+
+
+def _scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
+    v, ax = _split_axis(t, ref, batch_dims)
+    lead = s.shape[:-1]  # () or batch dims
+    bshape = [*lead] + [1] * (ax - len(lead)) + [s.shape[-1]] + [1] * (v.dim() - ax - 1)
+    return (v * s.to(v.dtype).reshape(bshape)).reshape(t.shape)
+
+
+def _permute_axis(t: Tensor, ref: AxisRef, perm: Tensor, batch_dims: int) -> Tensor:
+    v, ax = _split_axis(t, ref, batch_dims)
+    perm = perm.to(v.device)
+    if perm.dim() == 1:
+        return v.index_select(ax, perm).reshape(t.shape)
+    # batched: one permutation per leading element
+    lead = perm.shape[:-1]
+    idx_shape = [*lead] + [1] * (ax - len(lead)) + [perm.shape[-1]] + [1] * (v.dim() - ax - 1)
+    idx = perm.reshape(idx_shape).expand(*v.shape[:ax], perm.shape[-1], *v.shape[ax + 1 :])
+    return torch.gather(v, ax, idx).reshape(t.shape)
+
+
+class _SpecBuilder:
+    """Walks a module's leaves in order and collects one PermGroup per hidden dense layer."""
+
+    def __init__(self) -> None:
+        self.groups: list[PermGroup] = []
+        self.open: dict | None = None  # the last dense layer whose outputs are not yet consumed
+
+    def build(self, module: nn.Module) -> PermutationSpec:
+        for name, mod in module.named_modules():
+            if next(mod.children(), None) is not None:
+                continue  # containers: their leaves are visited in order
+            prefix = f"{name}." if name else ""
+            if isinstance(mod, _DENSE):
+                self._dense(prefix, mod)
+            elif isinstance(mod, _NORMS):
+                self._norm(prefix, mod)
+            elif module_symmetries(mod) is not None:
+                self._elementwise(mod)
+            else:
+                raise SpecError(
+                    f"cannot derive a PermutationSpec: module {name!r} ({type(mod).__name__}) is not "
+                    "supported; use Linear/Conv1d/Conv2d, BatchNorm/LayerNorm, activations, pooling, "
+                    "Flatten and Dropout, or declare `weight_space_symmetries` on a custom activation"
+                )
+        return PermutationSpec(tuple(self.groups))
+
+    def _dense(self, prefix: str, mod: nn.Module) -> None:
+        fan_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
+        if self.open is not None:
+            g = self.open
+            inner = 1
+            if fan_in != g["size"]:
+                if isinstance(mod, nn.Linear) and g["flattened"] and fan_in % g["size"] == 0:
+                    inner = fan_in // g["size"]
+                else:
+                    raise SpecError(
+                        f"cannot derive a PermutationSpec: {prefix}weight reads {fan_in} inputs but the "
+                        f"previous layer has {g['size']} outputs; is the module registered in data-flow order?"
+                    )
+            ref = AxisRef(prefix + "weight", 1, inner)
+            self.groups.append(
+                PermGroup(
+                    name=f"layer{len(self.groups)}",
+                    size=g["size"],
+                    axes=tuple(g["axes"] + [ref]),
+                    out_axes=tuple(g["out"]),
+                    in_axes=(ref,),
+                    symmetries=tuple(s for s in SYMMETRIES if s in g["sym"]),
+                )
+            )
+        size = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
+        refs = [AxisRef(prefix + "weight", 0)]
+        if mod.bias is not None:
+            refs.append(AxisRef(prefix + "bias", 0))
+        self.open = {"size": size, "axes": list(refs), "out": list(refs), "sym": set(SYMMETRIES),
+                     "flattened": False, "activated": False}
+
+    def _norm(self, prefix: str, mod: nn.Module) -> None:
+        g = self.open
+        if g is None:
+            return  # normalization of the network input: input neurons are never permuted
+        if isinstance(mod, nn.LayerNorm) and tuple(mod.normalized_shape) != (g["size"],):
+            raise SpecError(
+                f"cannot derive a PermutationSpec: LayerNorm {prefix[:-1]!r} normalizes shape "
+                f"{tuple(mod.normalized_shape)}; only LayerNorm over the {g['size']} features of the previous layer is supported"
+            )
+        affine = [AxisRef(prefix + p, 0) for p in ("weight", "bias") if getattr(mod, p, None) is not None]
+        stats = [AxisRef(prefix + b, 0) for b in ("running_mean", "running_var") if getattr(mod, b, None) is not None]
+        g["axes"] += affine + stats
+        if affine and not g["activated"]:
+            g["out"] = affine
+        else:
+            g["sym"] &= {"permute"}
+
+    def _elementwise(self, mod: nn.Module) -> None:
+        if self.open is None:
+            return
+        self.open["sym"] &= module_symmetries(mod)
+        if isinstance(mod, nn.Flatten):
+            self.open["flattened"] = True
+        elif module_symmetries(mod) != _ALL:
+            self.open["activated"] = True
