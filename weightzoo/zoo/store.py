@@ -1,0 +1,487 @@
+"""ZooStore: a zoo of trained networks on disk, one API over Zarr and HDF5.
+
+Layout (HDF5 mirrors it with datasets)::
+
+    attrs        format, version, ParamLayout, PermutationSpec, architecture, ZooSpec, epochs
+    params       float32 [N, E, P]   chunked along N, a checksum per chunk
+    done         bool [N]            written last for a member: the resume/consistency marker
+    hparams/<k>  [N]                 numbers or strings
+    metrics/<k>  float32 [N, E]
+
+Public member indices run over the members marked done (``store.members`` maps them to
+storage rows), so a reader opened while a writer appends sees only finished members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SpecError, StoreError
+from ..layout import ParamLayout, PermutationSpec
+from . import archs
+from .backends import Backend, backend_for
+
+FORMAT = "weightzoo"
+FORMAT_VERSION = 1
+CHUNK_BYTES = 4 << 20  # target size of one params chunk
+
+
+def open_zoo(path: str | os.PathLike, mode: str = "r") -> "ZooStore":
+    """Open a zoo (``.zarr`` directory or ``.h5``/``.hdf5`` file); ``mode`` is ``"r"`` or ``"a"``."""
+    return ZooStore(path, mode)
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import zarr
+
+    from .. import __version__
+
+    return {"weightzoo": __version__, "torch": torch.__version__, "zarr": zarr.__version__,
+            "h5py": h5py.__version__, "numpy": np.__version__}
+
+
+@dataclass
+class VerifyReport:
+    """What ``ZooStore.verify`` found: damaged member indices (public) and one line per problem."""
+
+    checked_chunks: int = 0
+    damaged_rows: list[int] = field(default_factory=list)
+    damaged_members: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class ZooStore:
+    """A zoo on disk. Create with :meth:`create`, open with :func:`open_zoo`."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self._backend_cls = backend_for(self.path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such zoo; build or import one first (weightzoo zoo import/build)")
+        self._backend: Backend | None = None
+        attrs = self.backend.attrs()
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{self.path}: not a weightzoo zoo (attribute 'format' is {attrs.get('format')!r})")
+        if attrs.get("format_version", 0) > FORMAT_VERSION:
+            raise StoreError(f"{self.path}: format version {attrs['format_version']} is newer than this "
+                             f"weightzoo reads ({FORMAT_VERSION}); upgrade weightzoo")
+        self._load_attrs(attrs)
+        self.refresh()
+
+    # ----------------------------------------------------------------- creation
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        layout: ParamLayout,
+        *,
+        architecture: Mapping[str, Any] | None = None,
+        perm_spec: PermutationSpec | None = None,
+        epochs: Sequence[int] = (0,),
+        spec: Mapping[str, Any] | None = None,
+        arch_overrides: Sequence[str] = (),
+        source: Mapping[str, Any] | None = None,
+        capacity: int = 0,
+        chunk_members: int | None = None,
+        overwrite: bool = False,
+    ) -> "ZooStore":
+        """Create an empty zoo for networks of ``layout`` and open it for appending.
+
+        ``architecture`` (a layer list, see :mod:`weightzoo.zoo.archs`) lets ``model(i)``
+        rebuild members; ``arch_overrides`` names hparam columns that change it per member
+        (``"activation"``). The PermutationSpec is derived from the architecture if not given.
+        """
+        path = Path(path)
+        backend_cls = backend_for(path)
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path}: already exists; choose another path or pass overwrite=True (--overwrite)")
+            _remove(path)
+        epochs = [int(e) for e in epochs]
+        if not epochs or sorted(set(epochs)) != epochs:
+            raise SpecError(f"{path}: checkpoint epochs must be a non-empty increasing list, got {epochs}")
+        if perm_spec is None and architecture is not None:
+            try:
+                perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
+            except SpecError:
+                perm_spec = None  # architectures without a derivable spec still store fine
+        attrs = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "layout": layout.to_dict(),
+            "permutation_spec": perm_spec.to_dict() if perm_spec is not None else None,
+            "architecture": dict(architecture) if architecture is not None else None,
+            "arch_overrides": list(arch_overrides),
+            "spec": dict(spec) if spec is not None else None,
+            "epochs": epochs,
+            "source": dict(source) if source is not None else None,
+            "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        per_member = max(1, len(epochs) * layout.size * 4)
+        chunk = chunk_members or int(np.clip(CHUNK_BYTES // per_member, 1, 65536))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend_cls.create(path, attrs, (int(capacity), len(epochs), layout.size), chunk).close()
+        return cls(path, "a")
+
+    def _load_attrs(self, attrs: dict) -> None:
+        self.attrs = attrs
+        self.layout = ParamLayout.from_dict(attrs["layout"])
+        ps = attrs.get("permutation_spec")
+        self.perm_spec = PermutationSpec.from_dict(ps) if ps else None
+        self.architecture: dict | None = attrs.get("architecture")
+        self.epochs: list[int] = list(attrs["epochs"])
+
+    # ------------------------------------------------------------ backend handle
+    @property
+    def backend(self) -> Backend:
+        """The open storage handle; opened lazily, so a pickled store reopens in each worker."""
+        if self._backend is None:
+            self._backend = self._backend_cls(self.path, self.mode)
+        return self._backend
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        return state
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> "ZooStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ZooStore({str(self.path)!r}, members={len(self)}/{self.capacity}, "
+                f"params={self.layout.size}, epochs={self.epochs})")
+
+    # ------------------------------------------------------------------ members
+    def refresh(self) -> None:
+        """Re-read which members are done (another process may have appended)."""
+        self.backend.refresh()
+        self.capacity = self.backend.shape("done")[0]
+        done = self.backend.read("done", slice(0, self.capacity)) if self.capacity else np.zeros(0, bool)
+        self.members = np.flatnonzero(done)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def rows(self, indices: Any = None) -> np.ndarray:
+        """Storage rows of public member indices (int, slice, sequence or None for all)."""
+        if indices is None:
+            return self.members
+        if isinstance(indices, slice):
+            return self.members[indices]
+        idx = np.asarray(indices, dtype=np.int64)
+        n = len(self.members)
+        if idx.size and (idx.max() >= n or idx.min() < -n):
+            raise IndexError(f"{self.path}: member index out of range for a zoo of {n} members")
+        return self.members[idx]
+
+    def epoch_index(self, epoch: int) -> int:
+        """Position of a checkpoint: negative values count from the last stored checkpoint,
+        others name the epoch (``epoch=0`` is the initialization if it was stored)."""
+        if epoch < 0:
+            if -epoch > len(self.epochs):
+                raise StoreError(f"{self.path}: epoch {epoch} out of range; {len(self.epochs)} checkpoints stored")
+            return len(self.epochs) + epoch
+        if epoch not in self.epochs:
+            raise StoreError(f"{self.path}: no checkpoint at epoch {epoch}; stored epochs are {self.epochs}")
+        return self.epochs.index(epoch)
+
+    def _read_rows(self, name: str, rows: np.ndarray, *rest: Any) -> np.ndarray:
+        """Read ``name[rows, *rest]`` with one contiguous read when the rows allow it."""
+        if rows.ndim == 0:
+            return self.backend.read(name, (int(rows), *rest))
+        if len(rows) == 0:
+            return self.backend.read(name, (slice(0, 0), *rest))
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        if uniq[-1] - uniq[0] + 1 == len(uniq):
+            block = self.backend.read(name, (slice(int(uniq[0]), int(uniq[-1]) + 1), *rest))
+        else:
+            block = self.backend.read(name, (uniq, *rest))
+        return block if np.array_equal(uniq, rows) else block[inverse]
+
+    def params(self, indices: Any = None, epoch: int | None = -1) -> torch.Tensor:
+        """Flat parameters ``[n, P]`` of members at one checkpoint (``epoch=None``: ``[n, E, P]``)."""
+        rows = self.rows(indices)
+        if epoch is None:
+            return torch.from_numpy(np.ascontiguousarray(self._read_rows("params", rows)))
+        return torch.from_numpy(np.ascontiguousarray(self._read_rows("params", rows, self.epoch_index(epoch))))
+
+    def state_dict(self, i: int, epoch: int = -1) -> dict[str, torch.Tensor]:
+        """The state_dict of member ``i`` at a checkpoint (float tensors of the layout)."""
+        return {k: v.clone() for k, v in self.layout.unflatten(self.params(int(i), epoch)).items()}
+
+    def model(self, i: int, epoch: int = -1) -> nn.Module:
+        """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
+        if self.architecture is None:
+            raise StoreError(f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)")
+        arch = self.architecture
+        if "activation" in self.attrs.get("arch_overrides", []):
+            arch = archs.with_overrides(arch, activation=str(self.column("activation", [i])[0]))
+        module = archs.build_module(arch)
+        missing, unexpected = module.load_state_dict(self.state_dict(i, epoch), strict=False)
+        float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
+        if float_missing or unexpected:
+            raise StoreError(f"{self.path}: stored layout does not match the stored architecture "
+                             f"(missing {float_missing}, unexpected {unexpected})")
+        return module.eval()
+
+    # ------------------------------------------------------------- columns
+    @property
+    def hparam_names(self) -> list[str]:
+        return self.backend.names("hparams")
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.backend.names("metrics")
+
+    def column(self, name: str, indices: Any = None) -> np.ndarray:
+        """One hyperparameter column for members (strings come back as Python str)."""
+        if name not in self.hparam_names:
+            raise StoreError(f"{self.path}: no hyperparameter column {name!r}; columns are {self.hparam_names}")
+        return self._read_rows(f"hparams/{name}", self.rows(indices))
+
+    def metric(self, name: str, indices: Any = None, epoch: int | None = -1) -> np.ndarray:
+        """A metric for members at one checkpoint ``[n]`` (``epoch=None``: ``[n, E]``)."""
+        if name not in self.metric_names:
+            raise StoreError(f"{self.path}: no metric {name!r}; metrics are {self.metric_names}")
+        rest = () if epoch is None else (self.epoch_index(epoch),)
+        return self._read_rows(f"metrics/{name}", self.rows(indices), *rest)
+
+    def table(self, epoch: int = -1):
+        """Hyperparameters and metrics (at ``epoch``, default the last) as a pandas DataFrame."""
+        import pandas as pd
+
+        data: dict[str, Any] = {name: self.column(name) for name in self.hparam_names}
+        for name in self.metric_names:
+            data[name] = self.metric(name, epoch=epoch)
+        frame = pd.DataFrame(data, index=pd.RangeIndex(len(self), name="member"))
+        frame.insert(0, "row", self.members)
+        return frame
+
+    # -------------------------------------------------------------- writing
+    def _writable(self) -> Backend:
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to write")
+        return self.backend
+
+    def reserve(self, capacity: int) -> None:
+        """Grow every array to ``capacity`` rows (never shrinks)."""
+        backend = self._writable()
+        if capacity <= self.capacity:
+            return
+        for name in ["params", "done", *(f"hparams/{k}" for k in self.hparam_names),
+                     *(f"metrics/{k}" for k in self.metric_names)]:
+            backend.resize(name, capacity)
+        self.capacity = capacity
+
+    def write(self, rows: Iterable[int], params: Any, hparams: Mapping[str, Sequence] | None = None,
+              metrics: Mapping[str, Any] | None = None) -> None:
+        """Write members' parameters ``[n, E, P]``, hyperparameters and metrics ``[n, E]`` at
+        storage rows, without marking them done. Everything is validated before anything is
+        written, so bad input leaves the store as it was."""
+        backend = self._writable()
+        rows = np.asarray(list(rows), dtype=np.int64)
+        n, E, P = len(rows), len(self.epochs), self.layout.size
+        arr = _as_numpy(params).astype(np.float32, copy=False)
+        if arr.ndim == 2 and E == 1:
+            arr = arr[:, None, :]
+        if arr.shape != (n, E, P):
+            raise StoreError(f"{self.path}: params for {n} members must have shape {(n, E, P)}, got {arr.shape}")
+        if n and (rows.min() < 0 or rows.max() >= self.capacity):
+            raise StoreError(f"{self.path}: rows out of range; reserve({rows.max() + 1}) first")
+        columns = {f"hparams/{k}": _column_values(k, v, n, self._column_kind(f"hparams/{k}"))
+                   for k, v in (hparams or {}).items()}
+        for k, v in (metrics or {}).items():
+            m = _as_numpy(v).astype(np.float32)
+            m = m.reshape(n, 1) if m.shape == (n,) and E == 1 else m
+            if m.shape != (n, E):
+                raise StoreError(f"{self.path}: metric {k!r} must have shape {(n, E)}, got {m.shape}")
+            columns[f"metrics/{k}"] = m
+        order = np.argsort(rows)
+        rows, arr = rows[order], arr[order]
+        for name, values in columns.items():
+            if name not in {f"hparams/{k}" for k in self.hparam_names} | {f"metrics/{k}" for k in self.metric_names}:
+                dtype = str if values.dtype == object else values.dtype
+                backend.create_column(name, dtype, values.shape[1:], self.capacity)
+            columns[name] = values[order]
+        sel = slice(int(rows[0]), int(rows[-1]) + 1) if n and rows[-1] - rows[0] + 1 == n else rows
+        if n:
+            backend.write("params", sel, arr)
+            for name, values in columns.items():
+                backend.write(name, sel, values)
+
+    def _column_kind(self, name: str) -> str | None:
+        group, key = name.split("/", 1)
+        if key not in self.backend.names(group):
+            return None
+        sample = self.backend.read(name, slice(0, 0))
+        return "str" if sample.dtype == object else np.dtype(sample.dtype).kind
+
+    def mark_done(self, rows: Iterable[int]) -> None:
+        """Mark members finished; the last write for a member, after its data is stored."""
+        backend = self._writable()
+        rows = np.unique(np.asarray(list(rows), dtype=np.int64))
+        if len(rows):
+            sel = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
+            backend.write("done", sel, np.ones(len(rows), dtype=bool))
+        self.refresh()
+
+    def append(self, params: Any, hparams: Mapping[str, Sequence] | None = None,
+               metrics: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Add members at the end, write them and mark them done; returns their storage rows."""
+        n = len(params)
+        start = self.capacity
+        self.reserve(start + n)
+        rows = np.arange(start, start + n)
+        try:
+            self.write(rows, params, hparams, metrics)
+        except StoreError:
+            self._shrink(start)
+            raise
+        self.mark_done(rows)
+        return rows
+
+    def _shrink(self, capacity: int) -> None:
+        """Undo a reserve() whose write was refused (rows were never marked done)."""
+        for name in ["params", "done", *(f"hparams/{k}" for k in self.hparam_names),
+                     *(f"metrics/{k}" for k in self.metric_names)]:
+            self.backend.resize(name, capacity)
+        self.capacity = capacity
+
+    def update_attrs(self, **values: Any) -> None:
+        """Change top-level attributes (e.g. ``source`` after an import)."""
+        attrs = self.backend.attrs() | values
+        self._writable().set_attrs(attrs)
+        self._load_attrs(attrs)
+
+    # ------------------------------------------------------------ integrity
+    def verify(self) -> VerifyReport:
+        """Read every chunk, checking its checksum; report damaged members by index."""
+        report = VerifyReport()
+        backend = self.backend
+        done_rows = set(self.members.tolist())
+        names = ["params", *(f"hparams/{k}" for k in self.hparam_names), *(f"metrics/{k}" for k in self.metric_names)]
+        bad_rows: set[int] = set()
+        for name in ["done", *names]:
+            for start, stop, err in backend.read_chunks(name):
+                report.checked_chunks += 1
+                if err is None:
+                    continue
+                hit = sorted(done_rows.intersection(range(start, stop)))
+                if name == "done" or hit:
+                    report.problems.append(f"{name} rows {start}..{stop - 1}: {err}")
+                    bad_rows.update(range(start, stop) if name == "done" else hit)
+        report.damaged_rows = sorted(bad_rows)
+        report.damaged_members = np.flatnonzero(np.isin(self.members, report.damaged_rows)).tolist()
+        return report
+
+    def size_on_disk(self) -> int:
+        return self.backend.size_on_disk()
+
+    def summary(self) -> dict[str, Any]:
+        """What ``weightzoo zoo info`` prints."""
+        arch = self.architecture or {}
+        quantiles = {}
+        for name in self.metric_names:
+            values = self.metric(name).astype(np.float64)
+            values = values[np.isfinite(values)]
+            if len(values):
+                quantiles[name] = {q: float(np.quantile(values, p)) for q, p in
+                                   (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))}
+        return {
+            "path": str(self.path),
+            "backend": self._backend_cls.__name__.replace("Backend", "").lower(),
+            "members_done": len(self),
+            "members_total": self.capacity,
+            "architecture": arch.get("family", "custom" if arch else "unknown"),
+            "params_per_member": self.layout.size,
+            "checkpoint_epochs": self.epochs,
+            "hparams": self.hparam_names,
+            "size_on_disk_bytes": self.size_on_disk(),
+            "metric_quantiles": quantiles,
+        }
+
+
+@contextlib.contextmanager
+def staged_path(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a hidden temporary path beside ``path`` to write a new store into; move it into
+    place only if the block succeeds, so a failed import or conversion leaves ``path`` as it was."""
+    path = Path(path)
+    backend_for(path)  # refuse an unknown suffix before doing any work
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path}: already exists; choose another path or pass --overwrite")
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    if tmp.exists():
+        _remove(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        if tmp.exists():
+            _remove(tmp)
+        raise
+    if path.exists():
+        _remove(path)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _column_values(name: str, values: Sequence, n: int, existing_kind: str | None) -> np.ndarray:
+    """A hyperparameter column as numpy: bool, int64, float64 or object (str)."""
+    arr = _as_numpy(values)
+    if arr.shape != (n,):
+        raise StoreError(f"hyperparameter {name!r}: expected {n} values, got shape {arr.shape}")
+    if arr.dtype.kind in "USO":
+        arr = np.array([str(v) for v in arr], dtype=object)
+        kind = "str"
+    elif arr.dtype.kind == "b":
+        kind = "b"
+    elif arr.dtype.kind in "iu":
+        arr, kind = arr.astype(np.int64), "i"
+    elif arr.dtype.kind == "f":
+        arr, kind = arr.astype(np.float64), "f"
+    else:
+        raise StoreError(f"hyperparameter {name!r}: unsupported type {arr.dtype}; use numbers or strings")
+    if existing_kind is not None and existing_kind != kind:
+        if {kind, existing_kind} <= {"i", "f"}:
+            return arr.astype(np.float64 if existing_kind == "f" else np.int64)
+        raise StoreError(f"hyperparameter {name!r}: stored column holds {existing_kind!r} values, got {kind!r}")
+    return arr
