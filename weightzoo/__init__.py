@@ -1,2 +1,15 @@
 """weightzoo: build, store, share and learn from zoos of trained neural networks."""
+
 __version__ = "0.1.0"
+
+from .errors import ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError
+from .layout import AxisRef, GroupAction, ParamEntry, ParamLayout, PermGroup, PermutationSpec
+from .weightspace import WeightSpace
+from .zoo.store import ZooStore, open_zoo
+
+__all__ = [
+    "__version__",
+    "WeightZooError", "SpecError", "LayoutError", "StoreError", "ImportFormatError",
+    "ParamLayout", "ParamEntry", "PermutationSpec", "PermGroup", "AxisRef", "GroupAction",
+    "WeightSpace", "ZooStore", "open_zoo",
+]

@@ -18,6 +18,9 @@ from ..errors import StoreError
 
 ATTRS_KEY = "weightzoo"
 COLUMN_CHUNK = 4096  # members per chunk of the small per-member arrays
+# Store every written chunk, even one equal to the fill value, so that verify() can tell a
+# lost chunk from one that was never written (Zarr skips such chunks by default).
+ZARR_CONFIG = {"write_empty_chunks": True}
 
 
 def backend_for(path: str | os.PathLike) -> type["Backend"]:
@@ -52,6 +55,7 @@ class Backend:
     def read(self, name: str, sel: Any) -> np.ndarray: ...
     def write(self, name: str, sel: Any, values: np.ndarray) -> None: ...
     def chunk_present(self, name: str, chunk_index: int) -> bool: ...
+    def fill(self, name: str, start: int, stop: int) -> None: ...
     def close(self) -> None: ...
 
     def read_chunks(self, name: str) -> Iterator[tuple[int, int, Exception | None]]:
@@ -112,12 +116,12 @@ class ZarrBackend(Backend):
 
         self._arrays[name] = self.group.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-            compressors=[Crc32cCodec()], filters=None,
+            compressors=[Crc32cCodec()], filters=None, config=ZARR_CONFIG,
         )
 
     def _array(self, name: str):
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = self.group[name].with_config(ZARR_CONFIG)
         return self._arrays[name]
 
     def attrs(self) -> dict:
@@ -140,6 +144,7 @@ class ZarrBackend(Backend):
     def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None:
         fill = "" if dtype is str else (np.nan if np.dtype(dtype).kind == "f" else 0)
         self._new_array(name, (rows, *tail), (COLUMN_CHUNK, *tail), dtype, fill)
+        self.fill(name, 0, rows)
 
     def resize(self, name: str, rows: int) -> None:
         arr = self._array(name)
@@ -167,6 +172,12 @@ class ZarrBackend(Backend):
         arr = self._array(name)
         key = "/".join(["c", str(chunk_index)] + ["0"] * (len(arr.shape) - 1))
         return (self.path / name / key).exists()
+
+    def fill(self, name: str, start: int, stop: int) -> None:
+        """Write the fill value into rows ``start:stop`` so their chunks exist on disk."""
+        arr = self._array(name)
+        if stop > start:
+            arr[start:stop] = arr.fill_value
 
     def close(self) -> None:
         self._arrays.clear()
@@ -226,6 +237,7 @@ class HDF5Backend(Backend):
     def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None:
         fill = None if dtype is str else (np.nan if np.dtype(dtype).kind == "f" else 0)
         self._new_dataset(self.file, name, (rows, *tail), (COLUMN_CHUNK, *tail), dtype, fill)
+        self.fill(name, 0, rows)
 
     def resize(self, name: str, rows: int) -> None:
         self.file[name].resize(rows, axis=0)
@@ -253,6 +265,12 @@ class HDF5Backend(Backend):
         except Exception:
             return False
         return info.byte_offset is not None
+
+    def fill(self, name: str, start: int, stop: int) -> None:
+        """Write the fill value into rows ``start:stop`` so their chunks are allocated."""
+        ds = self.file[name]
+        if stop > start:
+            ds[start:stop] = ds.fillvalue
 
     def close(self) -> None:
         if self.file:

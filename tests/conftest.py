@@ -1,0 +1,32 @@
+"""Shared fixtures: small zoos written through the public API."""
+
+import numpy as np
+import pytest
+
+from weightzoo.zoo import archs
+from weightzoo.zoo.store import ZooStore
+
+
+def make_zoo(path, members=40, epochs=(0, 3), arch=None, chunk_members=8, seed=0):
+    """A zoo of random members with a numeric, a string and a group hyperparameter and a metric."""
+    arch = arch or archs.mlp(4, [6, 5], 3)
+    _, layout, _ = archs.describe(arch)
+    rng = np.random.default_rng(seed)
+    params = rng.standard_normal((members, len(epochs), layout.size), dtype=np.float32)
+    zoo = ZooStore.create(path, layout, architecture=arch, epochs=epochs, chunk_members=chunk_members)
+    zoo.append(
+        params,
+        hparams={
+            "lr": rng.uniform(0.001, 0.1, members),
+            "label": np.array(["cat", "dog", "emu"])[np.arange(members) % 3],
+            "image": np.arange(members) // 4,
+        },
+        metrics={"test_acc": rng.uniform(0, 1, (members, len(epochs)))},
+    )
+    zoo.close()
+    return params
+
+
+@pytest.fixture(params=[".zarr", ".h5"], ids=["zarr", "hdf5"])
+def suffix(request):
+    return request.param
