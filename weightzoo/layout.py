@@ -11,8 +11,8 @@ friends) and both round-trip through JSON.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -297,6 +297,11 @@ class PermutationSpec:
     def from_module(cls, module: nn.Module) -> "PermutationSpec":
         """Derive the groups of a feed-forward module whose leaves run in registration order."""
         return _SpecBuilder().build(module)
+
+    def restricted_to(self, symmetries: Sequence[str]) -> "PermutationSpec":
+        """The same groups, keeping only the listed symmetries."""
+        return PermutationSpec(tuple(
+            replace(g, symmetries=tuple(s for s in g.symmetries if s in symmetries)) for g in self.groups))
 
     # -- group actions
     def random_action(

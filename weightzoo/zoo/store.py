@@ -33,7 +33,7 @@ from .backends import Backend, backend_for
 
 FORMAT = "weightzoo"
 FORMAT_VERSION = 1
-CHUNK_BYTES = 4 << 20  # target size of one params chunk
+CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per chunk read
 
 
 def open_zoo(path: str | os.PathLike, mode: str = "r") -> "ZooStore":
@@ -101,6 +101,7 @@ class ZooStore:
         source: Mapping[str, Any] | None = None,
         capacity: int = 0,
         chunk_members: int | None = None,
+        expected_members: int | None = None,
         overwrite: bool = False,
     ) -> "ZooStore":
         """Create an empty zoo for networks of ``layout`` and open it for appending.
@@ -108,6 +109,8 @@ class ZooStore:
         ``architecture`` (a layer list, see :mod:`weightzoo.zoo.archs`) lets ``model(i)``
         rebuild members; ``arch_overrides`` names hparam columns that change it per member
         (``"activation"``). The PermutationSpec is derived from the architecture if not given.
+        Params are chunked along members (``chunk_members``, default ~4 MiB per chunk, fewer
+        when ``expected_members`` says the zoo is smaller); ``capacity`` reserves rows.
         """
         path = Path(path)
         backend_cls = backend_for(path)
@@ -123,6 +126,9 @@ class ZooStore:
                 perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
             except SpecError:
                 perm_spec = None  # architectures without a derivable spec still store fine
+            if perm_spec is not None and "activation" in arch_overrides:
+                # members differ in activation: only what every member allows is zoo-wide
+                perm_spec = perm_spec.restricted_to(("permute",))
         attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -138,9 +144,13 @@ class ZooStore:
         }
         per_member = max(1, len(epochs) * layout.size * 4)
         chunk = chunk_members or int(np.clip(CHUNK_BYTES // per_member, 1, 65536))
+        if expected_members and not chunk_members:
+            chunk = min(chunk, max(1, int(expected_members)))  # a small zoo is one unpadded chunk
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend_cls.create(path, attrs, (int(capacity), len(epochs), layout.size), chunk).close()
-        return cls(path, "a")
+        backend_cls.create(path, attrs, (0, len(epochs), layout.size), chunk).close()
+        store = cls(path, "a")
+        store.reserve(int(capacity))
+        return store
 
     def _load_attrs(self, attrs: dict) -> None:
         self.attrs = attrs
@@ -246,14 +256,21 @@ class ZooStore:
         """The state_dict of member ``i`` at a checkpoint (float tensors of the layout)."""
         return {k: v.clone() for k, v in self.layout.unflatten(self.params(int(i), epoch)).items()}
 
-    def model(self, i: int, epoch: int = -1) -> nn.Module:
-        """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
+    def member_architecture(self, i: int) -> dict:
+        """The architecture of member ``i``, with its per-member overrides (e.g. activation)."""
         if self.architecture is None:
             raise StoreError(f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)")
-        arch = self.architecture
         if "activation" in self.attrs.get("arch_overrides", []):
-            arch = archs.with_overrides(arch, activation=str(self.column("activation", [i])[0]))
-        module = archs.build_module(arch)
+            return archs.with_overrides(self.architecture, activation=str(self.column("activation", [i])[0]))
+        return self.architecture
+
+    def member_perm_spec(self, i: int) -> PermutationSpec:
+        """The PermutationSpec of member ``i``, with the symmetries its own activation allows."""
+        return PermutationSpec.from_module(archs.build_module(self.member_architecture(i)))
+
+    def model(self, i: int, epoch: int = -1) -> nn.Module:
+        """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
+        module = archs.build_module(self.member_architecture(i))
         missing, unexpected = module.load_state_dict(self.state_dict(i, epoch), strict=False)
         float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
         if float_missing or unexpected:
@@ -300,14 +317,23 @@ class ZooStore:
             raise StoreError(f"{self.path}: opened read-only; open with mode='a' to write")
         return self.backend
 
+    def _column_arrays(self) -> list[str]:
+        """Names of the small per-member arrays: ``done`` and every column."""
+        return ["done", *(f"hparams/{k}" for k in self.hparam_names),
+                *(f"metrics/{k}" for k in self.metric_names)]
+
     def reserve(self, capacity: int) -> None:
-        """Grow every array to ``capacity`` rows (never shrinks)."""
+        """Grow every array to ``capacity`` rows (never shrinks).
+
+        The new rows of ``done`` and the columns are written with fill values at once, so every
+        chunk of them exists on disk and ``verify`` can report a missing one as lost."""
         backend = self._writable()
         if capacity <= self.capacity:
             return
-        for name in ["params", "done", *(f"hparams/{k}" for k in self.hparam_names),
-                     *(f"metrics/{k}" for k in self.metric_names)]:
+        backend.resize("params", capacity)
+        for name in self._column_arrays():
             backend.resize(name, capacity)
+            backend.fill(name, self.capacity, capacity)
         self.capacity = capacity
 
     def write(self, rows: Iterable[int], params: Any, hparams: Mapping[str, Sequence] | None = None,
@@ -318,17 +344,22 @@ class ZooStore:
         backend = self._writable()
         rows = np.asarray(list(rows), dtype=np.int64)
         n, E, P = len(rows), len(self.epochs), self.layout.size
-        arr = _as_numpy(params).astype(np.float32, copy=False)
+        arr = _as_float32(params, f"{self.path}: params")
         if arr.ndim == 2 and E == 1:
             arr = arr[:, None, :]
         if arr.shape != (n, E, P):
             raise StoreError(f"{self.path}: params for {n} members must have shape {(n, E, P)}, got {arr.shape}")
         if n and (rows.min() < 0 or rows.max() >= self.capacity):
             raise StoreError(f"{self.path}: rows out of range; reserve({rows.max() + 1}) first")
-        columns = {f"hparams/{k}": _column_values(k, v, n, self._column_kind(f"hparams/{k}"))
+        if len(np.unique(rows)) != n:
+            raise StoreError(f"{self.path}: rows {rows.tolist()} repeat a row; write each member once")
+        for k in [*(hparams or {}), *(metrics or {})]:
+            _check_column_name(self.path, k)
+        columns = {f"hparams/{k}": _column_values(f"{self.path}: hyperparameter {k!r}", v, n,
+                                                  self._column_kind(f"hparams/{k}"))
                    for k, v in (hparams or {}).items()}
         for k, v in (metrics or {}).items():
-            m = _as_numpy(v).astype(np.float32)
+            m = _as_float32(v, f"{self.path}: metric {k!r}")
             m = m.reshape(n, 1) if m.shape == (n,) and E == 1 else m
             if m.shape != (n, E):
                 raise StoreError(f"{self.path}: metric {k!r} must have shape {(n, E)}, got {m.shape}")
@@ -371,7 +402,7 @@ class ZooStore:
         rows = np.arange(start, start + n)
         try:
             self.write(rows, params, hparams, metrics)
-        except StoreError:
+        except BaseException:
             self._shrink(start)
             raise
         self.mark_done(rows)
@@ -379,8 +410,7 @@ class ZooStore:
 
     def _shrink(self, capacity: int) -> None:
         """Undo a reserve() whose write was refused (rows were never marked done)."""
-        for name in ["params", "done", *(f"hparams/{k}" for k in self.hparam_names),
-                     *(f"metrics/{k}" for k in self.metric_names)]:
+        for name in ["params", *self._column_arrays()]:
             self.backend.resize(name, capacity)
         self.capacity = capacity
 
@@ -461,6 +491,32 @@ def staged_path(path: str | os.PathLike, overwrite: bool = False):
     os.replace(tmp, path)
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_summary(s: dict) -> str:
+    """A ``summary()`` as the aligned text ``weightzoo zoo info`` prints."""
+    lines = [
+        f"zoo            {s['path']} ({s['backend']})",
+        f"members        {s['members_done']:,} done / {s['members_total']:,} total",
+        f"architecture   {s['architecture']}",
+        f"parameters     {s['params_per_member']:,} per member",
+        f"checkpoints    epochs {s['checkpoint_epochs']}",
+        f"size on disk   {_human_bytes(s['size_on_disk_bytes'])}",
+        f"hparams        {', '.join(s['hparams']) or '-'}",
+    ]
+    if s["metric_quantiles"]:
+        lines.append(f"{'metric (last checkpoint)':<26}{'min':>9}{'q25':>9}{'median':>9}{'q75':>9}{'max':>9}")
+        for name, q in s["metric_quantiles"].items():
+            lines.append(f"  {name:<24}" + "".join(f"{q[k]:>9.4g}" for k in ("min", "q25", "median", "q75", "max")))
+    return "\n".join(lines)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -474,11 +530,25 @@ def _as_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def _as_float32(values: Any, label: str) -> np.ndarray:
+    """Numbers as a float32 array; anything else is a StoreError naming ``label``."""
+    try:
+        return _as_numpy(values).astype(np.float32, copy=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{label}: expected numbers ({exc})") from None
+
+
+def _check_column_name(path: Path, name: Any) -> None:
+    """Column names become array names: a non-empty string without '/'."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise StoreError(f"{path}: column name {name!r} must be a non-empty string without '/'")
+
+
 def _column_values(name: str, values: Sequence, n: int, existing_kind: str | None) -> np.ndarray:
-    """A hyperparameter column as numpy: bool, int64, float64 or object (str)."""
+    """A hyperparameter column as numpy: bool, int64, float64 or object (str); ``name`` labels errors."""
     arr = _as_numpy(values)
     if arr.shape != (n,):
-        raise StoreError(f"hyperparameter {name!r}: expected {n} values, got shape {arr.shape}")
+        raise StoreError(f"{name}: expected {n} values, got shape {arr.shape}")
     if arr.dtype.kind in "USO":
         arr = np.array([str(v) for v in arr], dtype=object)
         kind = "str"
@@ -489,9 +559,9 @@ def _column_values(name: str, values: Sequence, n: int, existing_kind: str | Non
     elif arr.dtype.kind == "f":
         arr, kind = arr.astype(np.float64), "f"
     else:
-        raise StoreError(f"hyperparameter {name!r}: unsupported type {arr.dtype}; use numbers or strings")
+        raise StoreError(f"{name}: unsupported type {arr.dtype}; use numbers or strings")
     if existing_kind is not None and existing_kind != kind:
         if {kind, existing_kind} <= {"i", "f"}:
             return arr.astype(np.float64 if existing_kind == "f" else np.int64)
-        raise StoreError(f"hyperparameter {name!r}: stored column holds {existing_kind!r} values, got {kind!r}")
+        raise StoreError(f"{name}: stored column holds {existing_kind!r} values, got {kind!r}")
     return arr
