@@ -122,7 +122,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", help="print 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning WeightZooError into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)  # click returns an Exit's code here
     except WeightZooError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
