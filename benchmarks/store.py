@@ -127,7 +127,9 @@ def main() -> None:
 
         pick = np.random.default_rng(1).choice(members, size=min(args.random, members), replace=False)
         random_s = {name: timed(lambda p=p: open_zoo(p).params(pick), repeats) for name, p in paths.items()}
-        random_s["files"] = timed(lambda: [layout.flatten(torch.load(files[i], weights_only=True)) for i in pick], repeats)
+        random_s["files"] = timed(
+            lambda: [layout.flatten(torch.load(files[i], weights_only=True)) for i in pick], repeats
+        )
 
         disk = {name: disk_bytes(p) for name, p in paths.items()}
         disk["files"] = disk_bytes(work / "files")
@@ -136,17 +138,23 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     mb = raw / 2**20
-    print(f"{members:,} members x {layout.size:,} float32 parameters ({mb:.1f} MiB raw), batch {BATCH}, "
-          f"median of {repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'layout':<18}{'write s':>9}{'MiB/s':>9}{'epoch s':>9}{'vs files':>10}"
-          f"{'rand s':>9}{'vs files':>10}{'disk/raw':>10}")
+    print(
+        f"{members:,} members x {layout.size:,} float32 parameters ({mb:.1f} MiB raw), batch {BATCH}, "
+        f"median of {repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'layout':<18}{'write s':>9}{'MiB/s':>9}{'epoch s':>9}{'vs files':>10}"
+        f"{'rand s':>9}{'vs files':>10}{'disk/raw':>10}"
+    )
     for name in ["zarr", "hdf5", "zarr (streaming)", "files"]:
         base = name.split(" ")[0]
         w = write_s[base]
         r = random_s.get(name)
-        print(f"{name:<18}{w:>9.2f}{mb / w:>9.0f}{epoch_s[name]:>9.3f}{epoch_s['files'] / epoch_s[name]:>9.1f}x"
-              + (f"{r:>9.3f}{random_s['files'] / r:>9.1f}x" if r is not None else f"{'':>19}")
-              + f"{disk[base] / raw:>10.3f}")
+        print(
+            f"{name:<18}{w:>9.2f}{mb / w:>9.0f}{epoch_s[name]:>9.3f}{epoch_s['files'] / epoch_s[name]:>9.1f}x"
+            + (f"{r:>9.3f}{random_s['files'] / r:>9.1f}x" if r is not None else f"{'':>19}")
+            + f"{disk[base] / raw:>10.3f}"
+        )
     result = {
         "members": members,
         "params_per_member": layout.size,

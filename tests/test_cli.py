@@ -6,12 +6,11 @@ import sys
 
 import pytest
 import torch
+from conftest import make_zoo
 
 from weightzoo import open_zoo
 from weightzoo.cli import main
 from weightzoo.zoo import archs
-
-from conftest import make_zoo
 
 
 def run(capsys, *argv):
@@ -72,12 +71,15 @@ def test_import_state_dicts_through_cli(tmp_path, capsys):
     assert len(open_zoo(tmp_path / "z.zarr")) == 3
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["zoo", "info", "{tmp}/missing.zarr"], "no such zoo"),
-    (["zoo", "info", "{tmp}/plain"], "unknown zoo suffix"),
-    (["zoo", "info", "{tmp}/empty.zarr"], "not a"),
-    (["zoo", "import", "--format", "tarball", "{tmp}", "{tmp}/o.zarr"], "tarball"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["zoo", "info", "{tmp}/missing.zarr"], "no such zoo"),
+        (["zoo", "info", "{tmp}/plain"], "unknown zoo suffix"),
+        (["zoo", "info", "{tmp}/empty.zarr"], "not a"),
+        (["zoo", "import", "--format", "tarball", "{tmp}", "{tmp}/o.zarr"], "tarball"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
     (tmp_path / "plain").mkdir()
     (tmp_path / "empty.zarr").mkdir()
@@ -88,8 +90,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
 
 
 def test_python_dash_m_entry_point(zoo_path):
-    proc = subprocess.run([sys.executable, "-m", "weightzoo", "zoo", "info", str(zoo_path / "nope")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "weightzoo", "zoo", "info", str(zoo_path / "nope")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_zoo
 
 from weightzoo.datasets import WeightDataset, collate, split_indices
 from weightzoo.errors import SpecError, StoreError
 from weightzoo.weightspace import WeightSpace
-
-from conftest import make_zoo
 
 
 @pytest.fixture
@@ -78,9 +77,15 @@ def test_splits_are_deterministic_disjoint_and_complete():
 
 def test_group_split_keeps_groups_together(zoo_path):
     path, _ = zoo_path
-    parts = {s: WeightDataset(path, split=s, group_by="image", fractions=(0.5, 0.25, 0.25)) for s in ("train", "val", "test")}
+    parts = {
+        s: WeightDataset(path, split=s, group_by="image", fractions=(0.5, 0.25, 0.25)) for s in ("train", "val", "test")
+    }
     images = {s: set(ds.zoo.column("image", ds.indices).tolist()) for s, ds in parts.items()}
-    assert not (images["train"] & images["val"]) and not (images["train"] & images["test"]) and not (images["val"] & images["test"])
+    assert (
+        not (images["train"] & images["val"])
+        and not (images["train"] & images["test"])
+        and not (images["val"] & images["test"])
+    )
     assert sum(len(ds) for ds in parts.values()) == 40
     assert all(len(ds) > 0 for ds in parts.values())
     with pytest.raises(SpecError, match="split 'holdout'"):

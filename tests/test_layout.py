@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from weightzoo.errors import LayoutError, SpecError
-from weightzoo.layout import ParamLayout, PermutationSpec, GroupAction
+from weightzoo.layout import GroupAction, ParamLayout, PermutationSpec
 from weightzoo.weightspace import WeightSpace
 from weightzoo.zoo import archs
 
@@ -22,8 +22,16 @@ def _nets():
     yield "cnn2d-gap-bn", archs.cnn(1, [4, 5], 3, batchnorm=True), (3, 1, 9, 9)
     yield "cnn2d-flatten", archs.cnn(1, [3, 4], 2, head="flatten", flat_features=4 * 5 * 5), (3, 1, 9, 9)
     yield "smallcnnzoo", archs.small_cnn_zoo(), (2, 1, 28, 28)
-    seq = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(4 * 3 * 3, 6), nn.Tanh(), nn.Dropout(0.1), nn.Linear(6, 2))
+    seq = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 6),
+        nn.Tanh(),
+        nn.Dropout(0.1),
+        nn.Linear(6, 2),
+    )
     yield "torch-sequential", seq, (3, 1, 8, 8)
 
 

@@ -42,8 +42,11 @@ class Members:
 
     def take(self, rows: Any) -> tuple[np.ndarray, dict, dict]:
         """Arguments for ``ZooStore.append``/``write`` holding the members at ``rows``."""
-        return (self.params[rows], {k: v[rows] for k, v in self.hparams.items()},
-                {k: v[rows] for k, v in self.metrics.items()})
+        return (
+            self.params[rows],
+            {k: v[rows] for k, v in self.hparams.items()},
+            {k: v[rows] for k, v in self.metrics.items()},
+        )
 
 
 def make_members(n: int = N, seed: int = 0) -> Members:
@@ -53,9 +56,12 @@ def make_members(n: int = N, seed: int = 0) -> Members:
     acc[1, -1] = np.nan
     return Members(
         params=rng.standard_normal((n, len(EPOCHS), LAYOUT.size), dtype=np.float32),
-        hparams={"lr": rng.random(n), "seed": np.arange(n),
-                 "optimizer": np.array(["adam", "sgd"] * n)[:n],
-                 "augment": np.zeros(n, dtype=bool)},  # only fill values, yet stored
+        hparams={
+            "lr": rng.random(n),
+            "seed": np.arange(n),
+            "optimizer": np.array(["adam", "sgd"] * n)[:n],
+            "augment": np.zeros(n, dtype=bool),
+        },  # only fill values, yet stored
         metrics={"test_acc": acc, "train_loss": rng.random((n, len(EPOCHS)), dtype=np.float32)},
     )
 
@@ -75,8 +81,7 @@ def members() -> Members:
 
 def build_zoo(path: Path, members: Members) -> Path:
     """A closed zoo of ``N`` members, appended in two blocks."""
-    with ZooStore.create(path, LAYOUT, architecture=ARCH, epochs=EPOCHS,
-                         chunk_members=CHUNK) as zoo:
+    with ZooStore.create(path, LAYOUT, architecture=ARCH, epochs=EPOCHS, chunk_members=CHUNK) as zoo:
         zoo.append(*members.take(slice(0, 4)))
         zoo.append(*members.take(slice(4, N)))
     return path
@@ -116,8 +121,12 @@ def half_build(path: Path) -> None:
 def snapshot(path: Path) -> dict[str, Any]:
     """Everything stored at ``path``: attrs and every row of every array, as read raw."""
     with open_zoo(path) as zoo:
-        names = ["params", "done", *(f"hparams/{k}" for k in zoo.hparam_names),
-                 *(f"metrics/{k}" for k in zoo.metric_names)]
+        names = [
+            "params",
+            "done",
+            *(f"hparams/{k}" for k in zoo.hparam_names),
+            *(f"metrics/{k}" for k in zoo.metric_names),
+        ]
         arrays = {name: zoo.backend.read(name, slice(0, zoo.capacity)) for name in names}
         return {"attrs": zoo.backend.attrs(), **arrays}
 
@@ -182,10 +191,11 @@ def test_reopen_read_only(zoo: ZooStore, members: Members):
         np.testing.assert_array_equal(zoo.metric(name, epoch=None), values)
 
 
-@pytest.mark.parametrize("indices", [None, 4, -1, [5, 0, 5, 2], [6, 1], np.array([3]), [],
-                                     slice(1, 6, 2), slice(None, None, -1), slice(5, 2)],
-                         ids=["all", "int", "negative", "unsorted-dup", "gap", "array", "empty",
-                              "step", "reversed", "empty-slice"])
+@pytest.mark.parametrize(
+    "indices",
+    [None, 4, -1, [5, 0, 5, 2], [6, 1], np.array([3]), [], slice(1, 6, 2), slice(None, None, -1), slice(5, 2)],
+    ids=["all", "int", "negative", "unsorted-dup", "gap", "array", "empty", "step", "reversed", "empty-slice"],
+)
 @pytest.mark.parametrize("epoch", [-1, 2, 0, -3, None])
 def test_params_selection(zoo: ZooStore, members: Members, indices: Any, epoch: int | None):
     expected = members.params[as_index(indices)]
@@ -286,12 +296,9 @@ BAD_WRITES: dict[str, tuple[Callable[[ZooStore, Members], Any], str]] = {
     "new-hparam-length": (_append(lambda m: m.params[:2], hparams={"width": [1, 2, 3]}), "'width'"),
     "string-into-int": (_append(lambda m: m.params[:1], hparams={"seed": ["oops"]}), "'seed'"),
     "string-into-float": (_append(lambda m: m.params[:1], hparams={"lr": ["oops"]}), "'lr'"),
-    "number-into-string": (_append(lambda m: m.params[:1], hparams={"optimizer": [3]}),
-                           "'optimizer'"),
-    "metric-shape": (_append(lambda m: m.params[:2], metrics={"test_acc": np.zeros((2, 2))}),
-                     "'test_acc'"),
-    "metric-text": (_append(lambda m: m.params[:1], metrics={"test_acc": [["a"] * 3]}),
-                    "'test_acc'"),
+    "number-into-string": (_append(lambda m: m.params[:1], hparams={"optimizer": [3]}), "'optimizer'"),
+    "metric-shape": (_append(lambda m: m.params[:2], metrics={"test_acc": np.zeros((2, 2))}), "'test_acc'"),
+    "metric-text": (_append(lambda m: m.params[:1], metrics={"test_acc": [["a"] * 3]}), "'test_acc'"),
     "column-name": (_append(lambda m: m.params[:1], hparams={"a/b": [1]}), "'a/b'"),
     "write-out-of-range": (lambda z, m: z.write([N], m.params[:1]), "reserve"),
     "write-repeated-row": (lambda z, m: z.write([2, 2], m.params[:2]), "repeat"),
@@ -299,8 +306,7 @@ BAD_WRITES: dict[str, tuple[Callable[[ZooStore, Members], Any], str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_WRITES))
-def test_bad_write_leaves_store_unchanged(writer: ZooStore, zoo_path: Path, members: Members,
-                                          case: str):
+def test_bad_write_leaves_store_unchanged(writer: ZooStore, zoo_path: Path, members: Members, case: str):
     before = snapshot(zoo_path)
     call, field_name = BAD_WRITES[case]
     with pytest.raises(WeightZooError) as info:
@@ -396,8 +402,9 @@ def test_verify_clean_on_new_and_half_built(tmp_path: Path, zoo_path: Path, suff
         assert len(zoo) == N and zoo.verify().ok
 
 
-@pytest.mark.parametrize("state,chunk,damaged", [("complete", 1, [3, 4, 5]), ("complete", 2, [6]),
-                                                 ("half-built", 2, [6])])
+@pytest.mark.parametrize(
+    "state,chunk,damaged", [("complete", 1, [3, 4, 5]), ("complete", 2, [6]), ("half-built", 2, [6])]
+)
 def test_verify_reports_corrupted_chunk(zoo_path: Path, state: str, chunk: int, damaged: list[int]):
     if state == "half-built":
         half_build(zoo_path)  # rows 7 and 8 share chunk 2 with member 6 but are not done
@@ -457,8 +464,9 @@ def test_convert_round_trip(tmp_path: Path, zoo_path: Path, suffix: str, state: 
         assert zoo.backend.chunk_rows("params") == CHUNK
 
 
-def test_convert_and_export_in_one_chunk_blocks(tmp_path: Path, zoo_path: Path, suffix: str,
-                                               monkeypatch: pytest.MonkeyPatch):
+def test_convert_and_export_in_one_chunk_blocks(
+    tmp_path: Path, zoo_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setattr(transfer, "CHUNK_BYTES", 1)  # every block is one chunk or one member
     half_build(zoo_path)
     there = convert_zoo(zoo_path, tmp_path / f"there{OTHER[suffix]}", progress=True)
@@ -484,8 +492,7 @@ def test_convert_overwrite(tmp_path: Path, zoo_path: Path, suffix: str):
 
 
 CONVERT_ERRORS: dict[str, tuple[Callable[[Path, Path, str], tuple[Path, Path]], str]] = {
-    "missing-src": (lambda tmp, src, s: (tmp / f"nothing{s}", tmp / f"out{OTHER[s]}"),
-                    "no such zoo"),
+    "missing-src": (lambda tmp, src, s: (tmp / f"nothing{s}", tmp / f"out{OTHER[s]}"), "no such zoo"),
     "unknown-dst-suffix": (lambda tmp, src, s: (src, tmp / "out.npz"), "unknown zoo suffix"),
     "dst-exists": (lambda tmp, src, s: (src, src), "already exists"),
 }
@@ -527,8 +534,7 @@ def test_export(tmp_path: Path, zoo: ZooStore, epoch: int):
             meta = f.metadata()
         assert meta["member"] == str(i) and meta["epoch"] == str(EPOCHS[position(epoch)])
     table = pd.read_csv(out / "members.csv", index_col="member")
-    pd.testing.assert_frame_equal(table, zoo.table(epoch), check_dtype=False,
-                                  check_index_type=False)
+    pd.testing.assert_frame_equal(table, zoo.table(epoch), check_dtype=False, check_index_type=False)
     info = json.loads((out / "zoo.json").read_text())
     assert info["layout"] == LAYOUT.to_dict() and info["epochs"] == EPOCHS
     assert info["architecture"] == ARCH and info["permutation_spec"] == zoo.perm_spec.to_dict()

@@ -9,7 +9,18 @@ from .zoo.store import ZooStore, open_zoo
 
 __all__ = [
     "__version__",
-    "WeightZooError", "SpecError", "LayoutError", "StoreError", "ImportFormatError",
-    "ParamLayout", "ParamEntry", "PermutationSpec", "PermGroup", "AxisRef", "GroupAction",
-    "WeightSpace", "ZooStore", "open_zoo",
+    "WeightZooError",
+    "SpecError",
+    "LayoutError",
+    "StoreError",
+    "ImportFormatError",
+    "ParamLayout",
+    "ParamEntry",
+    "PermutationSpec",
+    "PermGroup",
+    "AxisRef",
+    "GroupAction",
+    "WeightSpace",
+    "ZooStore",
+    "open_zoo",
 ]

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from .errors import WeightZooError
 
-app = typer.Typer(help="Build, store, share and learn from zoos of trained neural networks.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Build, store, share and learn from zoos of trained neural networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 zoo_app = typer.Typer(help="Inspect, verify, import, export and convert zoos.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 
@@ -111,7 +114,7 @@ def demo(
 
 
 @app.callback()
-def _root(version: Optional[bool] = typer.Option(None, "--version", help="print the version and exit")) -> None:
+def _root(version: bool | None = typer.Option(None, "--version", help="print the version and exit")) -> None:
     if version:
         from . import __version__
 

@@ -8,8 +8,8 @@ that a random hidden-neuron permutation leaves its predictions unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,9 +44,16 @@ def build_demo_zoo(path: Path, members: int, progress: bool) -> ZooStore:
     arch = archs.mlp(64, [32], 10)
     _, layout, _ = archs.describe(arch)
     hp = draw_hparams(members)
-    zoo = ZooStore.create(path, layout, architecture=arch, epochs=EPOCHS, arch_overrides=["activation"],
-                          spec={"name": "demo-digits-mlp", "task": "digits", "members": members},
-                          expected_members=members, overwrite=True)
+    zoo = ZooStore.create(
+        path,
+        layout,
+        architecture=arch,
+        epochs=EPOCHS,
+        arch_overrides=["activation"],
+        spec={"name": "demo-digits-mlp", "task": "digits", "members": members},
+        expected_members=members,
+        overwrite=True,
+    )
     bar = tqdm(total=members, desc="training", unit="member", disable=not progress)
     for start in range(0, members, BLOCK):
         block = range(start, min(start + BLOCK, members))
@@ -54,13 +61,23 @@ def build_demo_zoo(path: Path, members: int, progress: bool) -> ZooStore:
         for i in block:
             torch.manual_seed(int(hp["seed"][i]))
             module = archs.build_module(archs.with_overrides(arch, activation=str(hp["activation"][i])))
-            results.append(train_member(module, task, seed=int(hp["seed"][i]), lr=float(hp["lr"][i]),
-                                        optimizer=str(hp["optimizer"][i]),
-                                        weight_decay=float(hp["weight_decay"][i]), checkpoint_epochs=EPOCHS))
+            results.append(
+                train_member(
+                    module,
+                    task,
+                    seed=int(hp["seed"][i]),
+                    lr=float(hp["lr"][i]),
+                    optimizer=str(hp["optimizer"][i]),
+                    weight_decay=float(hp["weight_decay"][i]),
+                    checkpoint_epochs=EPOCHS,
+                )
+            )
             bar.update()
-        zoo.append(np.stack([r.params for r in results]),
-                   hparams={k: v[block.start : block.stop] for k, v in hp.items()},
-                   metrics={k: np.stack([r.metrics[k] for r in results]) for k in results[0].metrics})
+        zoo.append(
+            np.stack([r.params for r in results]),
+            hparams={k: v[block.start : block.stop] for k, v in hp.items()},
+            metrics={k: np.stack([r.metrics[k] for r in results]) for k in results[0].metrics},
+        )
     bar.close()
     return zoo
 
@@ -82,8 +99,10 @@ def run_demo(out: str | Path, members: int = 48, progress: bool = False, echo: C
 
     train = WeightDataset(h5_path, target="test_acc", split="train")
     batches = [(len(ws), float(y.mean())) for ws, y in train.loader(batch_size=16)]
-    echo(f"loader: {sum(n for n, _ in batches)} train members in {len(batches)} batches "
-         f"(WeightSpace layers {[tuple(w.shape[2:]) for w in train[0][0].weights]})")
+    echo(
+        f"loader: {sum(n for n, _ in batches)} train members in {len(batches)} batches "
+        f"(WeightSpace layers {[tuple(w.shape[2:]) for w in train[0][0].weights]})"
+    )
 
     table = zoo.table()
     best = int(table["test_acc"].idxmax())
@@ -98,4 +117,6 @@ def run_demo(out: str | Path, members: int = 48, progress: bool = False, echo: C
         acc = (model(task.x_test).argmax(1) == task.y_test).float().mean().item()
     echo(f"best member {best}: test accuracy {acc:.3f}; hidden-neuron permutation changes outputs by {diff:.2e}")
     cols = ["optimizer", "lr", "weight_decay", "activation", "train_acc", "test_acc"]
-    echo("\ntop 5 members by test accuracy:\n" + table.sort_values("test_acc", ascending=False)[cols].head(5).to_string())
+    echo(
+        "\ntop 5 members by test accuracy:\n" + table.sort_values("test_acc", ascending=False)[cols].head(5).to_string()
+    )

@@ -11,8 +11,8 @@ friends) and both round-trip through JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -121,7 +121,7 @@ class ParamLayout:
 
     # -- construction
     @classmethod
-    def from_shapes(cls, items: Iterable[tuple[str, Iterable[int], str, int]]) -> "ParamLayout":
+    def from_shapes(cls, items: Iterable[tuple[str, Iterable[int], str, int]]) -> ParamLayout:
         """Build from ``(name, shape, role, layer)`` tuples, assigning offsets in order."""
         entries, offset = [], 0
         for name, shape, role, layer in items:
@@ -131,7 +131,7 @@ class ParamLayout:
         return cls(tuple(entries))
 
     @classmethod
-    def from_module(cls, module: nn.Module) -> "ParamLayout":
+    def from_module(cls, module: nn.Module) -> ParamLayout:
         """Parameters and float buffers of ``module`` in state_dict order.
 
         Linear/Conv weights and biases get roles ``weight``/``bias`` and a running layer
@@ -216,18 +216,24 @@ class ParamLayout:
         return {"entries": [asdict(e) | {"shape": list(e.shape)} for e in self.entries]}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "ParamLayout":
+    def from_dict(cls, data: Mapping) -> ParamLayout:
         try:
-            return cls(tuple(ParamEntry(d["name"], tuple(d["shape"]), int(d["offset"]), d["role"], int(d["layer"]))
-                             for d in data["entries"]))
+            return cls(
+                tuple(
+                    ParamEntry(d["name"], tuple(d["shape"]), int(d["offset"]), d["role"], int(d["layer"]))
+                    for d in data["entries"]
+                )
+            )
         except (KeyError, TypeError) as exc:
-            raise SpecError(f"layout: malformed description ({exc!r}); expected entries with name, shape, offset, role, layer") from None
+            raise SpecError(
+                f"layout: malformed description ({exc!r}); expected entries with name, shape, offset, role, layer"
+            ) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "ParamLayout":
+    def from_json(cls, text: str) -> ParamLayout:
         return cls.from_dict(json.loads(text))
 
 
@@ -294,14 +300,15 @@ class PermutationSpec:
         return len(self.groups)
 
     @classmethod
-    def from_module(cls, module: nn.Module) -> "PermutationSpec":
+    def from_module(cls, module: nn.Module) -> PermutationSpec:
         """Derive the groups of a feed-forward module whose leaves run in registration order."""
         return _SpecBuilder().build(module)
 
-    def restricted_to(self, symmetries: Sequence[str]) -> "PermutationSpec":
+    def restricted_to(self, symmetries: Sequence[str]) -> PermutationSpec:
         """The same groups, keeping only the listed symmetries."""
-        return PermutationSpec(tuple(
-            replace(g, symmetries=tuple(s for s in g.symmetries if s in symmetries)) for g in self.groups))
+        return PermutationSpec(
+            tuple(replace(g, symmetries=tuple(s for s in g.symmetries if s in symmetries)) for g in self.groups)
+        )
 
     # -- group actions
     def random_action(
@@ -368,24 +375,34 @@ class PermutationSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "PermutationSpec":
+    def from_dict(cls, data: Mapping) -> PermutationSpec:
         def refs(items) -> tuple[AxisRef, ...]:
             return tuple(AxisRef(a["param"], int(a["axis"]), int(a.get("inner", 1))) for a in items)
 
         try:
-            return cls(tuple(
-                PermGroup(g["name"], int(g["size"]), refs(g["axes"]), refs(g.get("out_axes", [])),
-                          refs(g.get("in_axes", [])), tuple(g.get("symmetries", ["permute"])))
-                for g in data["groups"]
-            ))
+            return cls(
+                tuple(
+                    PermGroup(
+                        g["name"],
+                        int(g["size"]),
+                        refs(g["axes"]),
+                        refs(g.get("out_axes", [])),
+                        refs(g.get("in_axes", [])),
+                        tuple(g.get("symmetries", ["permute"])),
+                    )
+                    for g in data["groups"]
+                )
+            )
         except (KeyError, TypeError) as exc:
-            raise SpecError(f"permutation spec: malformed description ({exc!r}); expected groups with name, size, axes") from None
+            raise SpecError(
+                f"permutation spec: malformed description ({exc!r}); expected groups with name, size, axes"
+            ) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "PermutationSpec":
+    def from_json(cls, text: str) -> PermutationSpec:
         return cls.from_dict(json.loads(text))
 
 
@@ -470,8 +487,14 @@ class _SpecBuilder:
         refs = [AxisRef(prefix + "weight", 0)]
         if mod.bias is not None:
             refs.append(AxisRef(prefix + "bias", 0))
-        self.open = {"size": size, "axes": list(refs), "out": list(refs), "sym": set(SYMMETRIES),
-                     "flattened": False, "activated": False}
+        self.open = {
+            "size": size,
+            "axes": list(refs),
+            "out": list(refs),
+            "sym": set(SYMMETRIES),
+            "flattened": False,
+            "activated": False,
+        }
 
     def _norm(self, prefix: str, mod: nn.Module) -> None:
         g = self.open
@@ -480,7 +503,8 @@ class _SpecBuilder:
         if isinstance(mod, nn.LayerNorm) and tuple(mod.normalized_shape) != (g["size"],):
             raise SpecError(
                 f"cannot derive a PermutationSpec: LayerNorm {prefix[:-1]!r} normalizes shape "
-                f"{tuple(mod.normalized_shape)}; only LayerNorm over the {g['size']} features of the previous layer is supported"
+                f"{tuple(mod.normalized_shape)}; only LayerNorm over the {g['size']} features "
+                "of the previous layer is supported"
             )
         affine = [AxisRef(prefix + p, 0) for p in ("weight", "bias") if getattr(mod, p, None) is not None]
         stats = [AxisRef(prefix + b, 0) for b in ("running_mean", "running_var") if getattr(mod, b, None) is not None]

@@ -8,8 +8,8 @@ Raw weights have ``C = 1``; metanetwork layers produce ``C > 1`` feature channel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -27,28 +27,27 @@ class WeightSpace:
 
     # -- construction
     @classmethod
-    def from_flat(cls, flat: Tensor, layout: ParamLayout) -> "WeightSpace":
+    def from_flat(cls, flat: Tensor, layout: ParamLayout) -> WeightSpace:
         """``[B, P]`` (or ``[P]``, treated as B = 1) flat parameters -> WeightSpace."""
         if flat.dim() == 1:
             flat = flat.unsqueeze(0)
         return cls.from_params(layout.unflatten(flat), layout)
 
     @classmethod
-    def from_params(cls, params: dict[str, Tensor], layout: ParamLayout) -> "WeightSpace":
+    def from_params(cls, params: dict[str, Tensor], layout: ParamLayout) -> WeightSpace:
         """Batched named tensors ``{name: [B, *shape]}`` -> WeightSpace."""
         weights, biases = [], []
         dense_names = set()
         for w, b in layout.dense_layers():
             W = params[w.name]
             weights.append(W.unsqueeze(1))
-            biases.append(params[b.name].unsqueeze(1) if b is not None
-                          else W.new_zeros(W.shape[0], 1, w.shape[0]))
+            biases.append(params[b.name].unsqueeze(1) if b is not None else W.new_zeros(W.shape[0], 1, w.shape[0]))
             dense_names.update({w.name} | ({b.name} if b is not None else set()))
         extras = {e.name: params[e.name].unsqueeze(1) for e in layout if e.name not in dense_names}
         return cls(tuple(weights), tuple(biases), layout, extras)
 
     @staticmethod
-    def collate(items: Sequence["WeightSpace"]) -> "WeightSpace":
+    def collate(items: Sequence[WeightSpace]) -> WeightSpace:
         """Concatenate WeightSpaces of one layout along the batch dimension."""
         if not items:
             raise ValueError("collate needs at least one WeightSpace")
@@ -93,7 +92,7 @@ class WeightSpace:
         return [{k: v[i] for k, v in params.items()} for i in range(len(self))]
 
     # -- transforms
-    def permute(self, spec: PermutationSpec, action: GroupAction) -> "WeightSpace":
+    def permute(self, spec: PermutationSpec, action: GroupAction) -> WeightSpace:
         """Apply a symmetry (permutations, optionally signs/scales) from ``spec`` to every member.
 
         Permutations may be shared (``[size]``) or one per member (``[B, size]``).
@@ -101,13 +100,16 @@ class WeightSpace:
         params = spec.apply(self.named_params(), action, batch_dims=1)
         return WeightSpace.from_params(params, self.layout)
 
-    def map(self, fn) -> "WeightSpace":
+    def map(self, fn) -> WeightSpace:
         """Apply ``fn`` to every tensor (e.g. ``lambda t: t.to(device)``)."""
-        return replace(self, weights=tuple(fn(t) for t in self.weights),
-                       biases=tuple(fn(t) for t in self.biases),
-                       extras={k: fn(v) for k, v in self.extras.items()})
+        return replace(
+            self,
+            weights=tuple(fn(t) for t in self.weights),
+            biases=tuple(fn(t) for t in self.biases),
+            extras={k: fn(v) for k, v in self.extras.items()},
+        )
 
-    def to(self, *args, **kwargs) -> "WeightSpace":
+    def to(self, *args, **kwargs) -> WeightSpace:
         return self.map(lambda t: t.to(*args, **kwargs))
 
     def __repr__(self) -> str:

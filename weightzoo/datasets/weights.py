@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,8 +147,10 @@ class WeightDataset(Dataset):
             elif name in self.zoo.hparam_names:
                 values = self.zoo.column(name, self.indices)
             else:
-                raise StoreError(f"{self.zoo.path}: target {name!r} is neither a metric {self.zoo.metric_names} "
-                                 f"nor a hyperparameter {self.zoo.hparam_names}")
+                raise StoreError(
+                    f"{self.zoo.path}: target {name!r} is neither a metric {self.zoo.metric_names} "
+                    f"nor a hyperparameter {self.zoo.hparam_names}"
+                )
             if values.dtype == object:  # categorical: class indices over the whole zoo's values
                 classes = sorted({str(v) for v in self.zoo.column(name)})
                 lookup = {c: i for i, c in enumerate(classes)}
@@ -190,8 +193,14 @@ class WeightDataset(Dataset):
             sampler = ChunkShuffleSampler(self, seed=seed)
         elif shuffle:
             kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                          collate_fn=collate, **kwargs)
+        return DataLoader(
+            self,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            collate_fn=collate,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         mode = "in memory" if self.in_memory else "streaming"

@@ -8,7 +8,8 @@ The description is kept in each zoo so ``ZooStore.model(i)`` can rebuild its mem
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,8 +54,15 @@ def _linear(d):
 
 def _conv(cls):
     def make(d):
-        return cls(d["in"], d["out"], d["kernel"], stride=d.get("stride", 1),
-                   padding=d.get("padding", 0), bias=d.get("bias", True))
+        return cls(
+            d["in"],
+            d["out"],
+            d["kernel"],
+            stride=d.get("stride", 1),
+            padding=d.get("padding", 0),
+            bias=d.get("bias", True),
+        )
+
     return make
 
 
@@ -119,8 +127,16 @@ def describe(arch: Mapping[str, Any]) -> tuple[nn.Sequential, ParamLayout, Permu
 # ------------------------------------------------------------------------- families
 
 
-def mlp(in_features: int, hidden: Sequence[int], out_features: int, *, activation: str = "relu",
-        bias: bool = True, norm: str | None = None, dropout: float = 0.0) -> dict:
+def mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    *,
+    activation: str = "relu",
+    bias: bool = True,
+    norm: str | None = None,
+    dropout: float = 0.0,
+) -> dict:
     """Fully connected network; ``norm`` is None, ``"batchnorm"`` or ``"layernorm"``."""
     layers: list[dict] = []
     widths = [in_features, *hidden]
@@ -139,9 +155,21 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int, *, activatio
     return {"family": "mlp", "layers": layers}
 
 
-def cnn(in_channels: int, channels: Sequence[int], out_features: int, *, dim: int = 2, kernel: int = 3,
-        stride: int = 1, padding: int = 0, activation: str = "relu", bias: bool = True,
-        batchnorm: bool = False, head: str = "gap", flat_features: int | None = None) -> dict:
+def cnn(
+    in_channels: int,
+    channels: Sequence[int],
+    out_features: int,
+    *,
+    dim: int = 2,
+    kernel: int = 3,
+    stride: int = 1,
+    padding: int = 0,
+    activation: str = "relu",
+    bias: bool = True,
+    batchnorm: bool = False,
+    head: str = "gap",
+    flat_features: int | None = None,
+) -> dict:
     """Conv stack then a dense head; ``head`` is ``"gap"`` (global average pooling) or
     ``"flatten"`` (needs ``flat_features`` = channels x remaining spatial size)."""
     if dim not in (1, 2):
@@ -149,8 +177,17 @@ def cnn(in_channels: int, channels: Sequence[int], out_features: int, *, dim: in
     layers: list[dict] = []
     widths = [in_channels, *channels]
     for a, b in zip(widths[:-1], widths[1:]):
-        layers.append({"type": f"conv{dim}d", "in": a, "out": b, "kernel": kernel, "stride": stride,
-                       "padding": padding, "bias": bias})
+        layers.append(
+            {
+                "type": f"conv{dim}d",
+                "in": a,
+                "out": b,
+                "kernel": kernel,
+                "stride": stride,
+                "padding": padding,
+                "bias": bias,
+            }
+        )
         if batchnorm:
             layers.append({"type": f"batchnorm{dim}d", "num": b})
         layers.append({"type": "act", "name": activation})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ COLUMN_CHUNK = 4096  # members per chunk of the small per-member arrays
 ZARR_CONFIG = {"write_empty_chunks": True}
 
 
-def backend_for(path: str | os.PathLike) -> type["Backend"]:
+def backend_for(path: str | os.PathLike) -> type[Backend]:
     """Pick the backend class from the path's suffix."""
     suffix = Path(path).suffix.lower()
     if suffix == ".zarr":
@@ -44,7 +45,7 @@ class Backend:
 
     # implemented by each backend
     @classmethod
-    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> "Backend": ...
+    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> Backend: ...
     def attrs(self) -> dict: ...
     def set_attrs(self, attrs: dict) -> None: ...
     def names(self, group: str) -> list[str]: ...
@@ -97,11 +98,13 @@ class ZarrBackend(Backend):
         try:
             self.group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
         except Exception as exc:
-            raise StoreError(f"{path}: not a Zarr zoo ({exc.__class__.__name__}); create one or check the path") from None
+            raise StoreError(
+                f"{path}: not a Zarr zoo ({exc.__class__.__name__}); create one or check the path"
+            ) from None
         self._arrays: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> "ZarrBackend":
+    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> ZarrBackend:
         import zarr
 
         group = zarr.open_group(str(path), mode="w-")
@@ -115,8 +118,14 @@ class ZarrBackend(Backend):
         from zarr.codecs import Crc32cCodec
 
         self._arrays[name] = self.group.create_array(
-            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-            compressors=[Crc32cCodec()], filters=None, config=ZARR_CONFIG,
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill,
+            compressors=[Crc32cCodec()],
+            filters=None,
+            config=ZARR_CONFIG,
         )
 
     def _array(self, name: str):
@@ -196,10 +205,12 @@ class HDF5Backend(Backend):
         try:
             self.file = h5py.File(path, "r" if mode == "r" else "r+")
         except OSError as exc:
-            raise StoreError(f"{path}: cannot open as an HDF5 zoo ({exc}); check the path and that no other process writes it") from None
+            raise StoreError(
+                f"{path}: cannot open as an HDF5 zoo ({exc}); check the path and that no other process writes it"
+            ) from None
 
     @classmethod
-    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> "HDF5Backend":
+    def create(cls, path: Path, attrs: dict, params_shape: tuple[int, int, int], chunk: int) -> HDF5Backend:
         import h5py
 
         with h5py.File(path, "w-") as f:
@@ -215,8 +226,15 @@ class HDF5Backend(Backend):
         checksum = dtype is not str  # HDF5 cannot checksum variable-length strings
         if dtype is str:
             dtype, fill = h5py.string_dtype(), None
-        f.create_dataset(name, shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype=dtype,
-                         fillvalue=fill, fletcher32=checksum)
+        f.create_dataset(
+            name,
+            shape=shape,
+            maxshape=(None, *shape[1:]),
+            chunks=chunks,
+            dtype=dtype,
+            fillvalue=fill,
+            fletcher32=checksum,
+        )
 
     def attrs(self) -> dict:
         raw = self.file.attrs.get(ATTRS_KEY)
@@ -251,7 +269,9 @@ class HDF5Backend(Backend):
         # ZooStore passes fancy selections sorted and unique, as h5py requires
         out = ds[sel] if not isinstance(sel, np.ndarray) or len(sel) else ds[0:0]
         if ds.dtype.kind == "O":
-            out = np.array([v.decode() if isinstance(v, bytes) else v for v in np.ravel(out)], dtype=object).reshape(np.shape(out))
+            out = np.array([v.decode() if isinstance(v, bytes) else v for v in np.ravel(out)], dtype=object).reshape(
+                np.shape(out)
+            )
         return out
 
     def write(self, name: str, sel: Any, values: np.ndarray) -> None:

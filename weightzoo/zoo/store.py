@@ -18,9 +18,10 @@ import contextlib
 import datetime as _dt
 import os
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per chunk read
 
 
-def open_zoo(path: str | os.PathLike, mode: str = "r") -> "ZooStore":
+def open_zoo(path: str | os.PathLike, mode: str = "r") -> ZooStore:
     """Open a zoo (``.zarr`` directory or ``.h5``/``.hdf5`` file); ``mode`` is ``"r"`` or ``"a"``."""
     return ZooStore(path, mode)
 
@@ -47,8 +48,13 @@ def _versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"weightzoo": __version__, "torch": torch.__version__, "zarr": zarr.__version__,
-            "h5py": h5py.__version__, "numpy": np.__version__}
+    return {
+        "weightzoo": __version__,
+        "torch": torch.__version__,
+        "zarr": zarr.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }
 
 
 @dataclass
@@ -81,8 +87,10 @@ class ZooStore:
         if attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path}: not a weightzoo zoo (attribute 'format' is {attrs.get('format')!r})")
         if attrs.get("format_version", 0) > FORMAT_VERSION:
-            raise StoreError(f"{self.path}: format version {attrs['format_version']} is newer than this "
-                             f"weightzoo reads ({FORMAT_VERSION}); upgrade weightzoo")
+            raise StoreError(
+                f"{self.path}: format version {attrs['format_version']} is newer than this "
+                f"weightzoo reads ({FORMAT_VERSION}); upgrade weightzoo"
+            )
         self._load_attrs(attrs)
         self.refresh()
 
@@ -103,7 +111,7 @@ class ZooStore:
         chunk_members: int | None = None,
         expected_members: int | None = None,
         overwrite: bool = False,
-    ) -> "ZooStore":
+    ) -> ZooStore:
         """Create an empty zoo for networks of ``layout`` and open it for appending.
 
         ``architecture`` (a layer list, see :mod:`weightzoo.zoo.archs`) lets ``model(i)``
@@ -178,15 +186,17 @@ class ZooStore:
             self._backend.close()
             self._backend = None
 
-    def __enter__(self) -> "ZooStore":
+    def __enter__(self) -> ZooStore:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"ZooStore({str(self.path)!r}, members={len(self)}/{self.capacity}, "
-                f"params={self.layout.size}, epochs={self.epochs})")
+        return (
+            f"ZooStore({str(self.path)!r}, members={len(self)}/{self.capacity}, "
+            f"params={self.layout.size}, epochs={self.epochs})"
+        )
 
     # ------------------------------------------------------------------ members
     def refresh(self) -> None:
@@ -259,7 +269,9 @@ class ZooStore:
     def member_architecture(self, i: int) -> dict:
         """The architecture of member ``i``, with its per-member overrides (e.g. activation)."""
         if self.architecture is None:
-            raise StoreError(f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)")
+            raise StoreError(
+                f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)"
+            )
         if "activation" in self.attrs.get("arch_overrides", []):
             return archs.with_overrides(self.architecture, activation=str(self.column("activation", [i])[0]))
         return self.architecture
@@ -274,8 +286,10 @@ class ZooStore:
         missing, unexpected = module.load_state_dict(self.state_dict(i, epoch), strict=False)
         float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
         if float_missing or unexpected:
-            raise StoreError(f"{self.path}: stored layout does not match the stored architecture "
-                             f"(missing {float_missing}, unexpected {unexpected})")
+            raise StoreError(
+                f"{self.path}: stored layout does not match the stored architecture "
+                f"(missing {float_missing}, unexpected {unexpected})"
+            )
         return module.eval()
 
     # ------------------------------------------------------------- columns
@@ -319,8 +333,7 @@ class ZooStore:
 
     def _column_arrays(self) -> list[str]:
         """Names of the small per-member arrays: ``done`` and every column."""
-        return ["done", *(f"hparams/{k}" for k in self.hparam_names),
-                *(f"metrics/{k}" for k in self.metric_names)]
+        return ["done", *(f"hparams/{k}" for k in self.hparam_names), *(f"metrics/{k}" for k in self.metric_names)]
 
     def reserve(self, capacity: int) -> None:
         """Grow every array to ``capacity`` rows (never shrinks).
@@ -336,8 +349,13 @@ class ZooStore:
             backend.fill(name, self.capacity, capacity)
         self.capacity = capacity
 
-    def write(self, rows: Iterable[int], params: Any, hparams: Mapping[str, Sequence] | None = None,
-              metrics: Mapping[str, Any] | None = None) -> None:
+    def write(
+        self,
+        rows: Iterable[int],
+        params: Any,
+        hparams: Mapping[str, Sequence] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
         """Write members' parameters ``[n, E, P]``, hyperparameters and metrics ``[n, E]`` at
         storage rows, without marking them done. Everything is validated before anything is
         written, so bad input leaves the store as it was."""
@@ -355,9 +373,12 @@ class ZooStore:
             raise StoreError(f"{self.path}: rows {rows.tolist()} repeat a row; write each member once")
         for k in [*(hparams or {}), *(metrics or {})]:
             _check_column_name(self.path, k)
-        columns = {f"hparams/{k}": _column_values(f"{self.path}: hyperparameter {k!r}", v, n,
-                                                  self._column_kind(f"hparams/{k}"))
-                   for k, v in (hparams or {}).items()}
+        columns = {
+            f"hparams/{k}": _column_values(
+                f"{self.path}: hyperparameter {k!r}", v, n, self._column_kind(f"hparams/{k}")
+            )
+            for k, v in (hparams or {}).items()
+        }
         for k, v in (metrics or {}).items():
             m = _as_float32(v, f"{self.path}: metric {k!r}")
             m = m.reshape(n, 1) if m.shape == (n,) and E == 1 else m
@@ -393,8 +414,9 @@ class ZooStore:
             backend.write("done", sel, np.ones(len(rows), dtype=bool))
         self.refresh()
 
-    def append(self, params: Any, hparams: Mapping[str, Sequence] | None = None,
-               metrics: Mapping[str, Any] | None = None) -> np.ndarray:
+    def append(
+        self, params: Any, hparams: Mapping[str, Sequence] | None = None, metrics: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
         """Add members at the end, write them and mark them done; returns their storage rows."""
         n = len(params)
         start = self.capacity
@@ -452,8 +474,10 @@ class ZooStore:
             values = self.metric(name).astype(np.float64)
             values = values[np.isfinite(values)]
             if len(values):
-                quantiles[name] = {q: float(np.quantile(values, p)) for q, p in
-                                   (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))}
+                quantiles[name] = {
+                    q: float(np.quantile(values, p))
+                    for q, p in (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
+                }
         return {
             "path": str(self.path),
             "backend": self._backend_cls.__name__.replace("Backend", "").lower(),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import numpy as np
 import torch
@@ -31,8 +31,14 @@ class Task:
 def _split_standardized(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> Task:
     mean, std = x.mean(0), x.std(0) + 1e-6  # statistics of the training inputs only
     as_x = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))  # noqa: E731
-    return Task(name, as_x(x), torch.from_numpy(y.astype(np.int64)), as_x(x_test),
-                torch.from_numpy(y_test.astype(np.int64)), int(y.max()) + 1)
+    return Task(
+        name,
+        as_x(x),
+        torch.from_numpy(y.astype(np.int64)),
+        as_x(x_test),
+        torch.from_numpy(y_test.astype(np.int64)),
+        int(y.max()) + 1,
+    )
 
 
 def _digits() -> Task:
@@ -57,7 +63,7 @@ def _mnist1d() -> Task:
 TASKS: dict[str, Callable[[], Task]] = {"digits": _digits, "mnist1d": _mnist1d}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_task(name: str) -> Task:
     """The task called ``name`` (cached per process)."""
     if name not in TASKS:

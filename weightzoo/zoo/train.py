@@ -6,8 +6,8 @@ the vectorized group trainer is checked and benchmarked against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

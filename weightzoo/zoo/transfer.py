@@ -27,8 +27,9 @@ from .store import CHUNK_BYTES, ZooStore, staged_path
 EXPORT_FILES = ("members.csv", "zoo.json")
 
 
-def convert_zoo(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                progress: bool = False) -> Path:
+def convert_zoo(
+    src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+) -> Path:
     """Copy the zoo at ``src`` into a new store at ``dst`` (backend chosen by suffix), bit-exact.
 
     Every row of ``params``, ``done`` and each hyperparameter and metric column is copied, done
@@ -45,8 +46,14 @@ def convert_zoo(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bo
     return dst
 
 
-def export_zoo(path: str | os.PathLike, outdir: str | os.PathLike, *, epoch: int = -1,
-               overwrite: bool = False, progress: bool = False) -> Path:
+def export_zoo(
+    path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    *,
+    epoch: int = -1,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
     """Write each done member's state_dict at ``epoch`` as ``member_<index:06d>.safetensors``,
     plus ``members.csv`` (the zoo's table) and ``zoo.json`` (its attributes) into ``outdir``."""
     outdir = Path(outdir)
@@ -71,15 +78,13 @@ def _open_source(path: str | os.PathLike) -> ZooStore:
 
 def _array_names(zoo: ZooStore) -> list[str]:
     """Every array of a zoo: params, done, then the hyperparameter and metric columns."""
-    return ["params", "done", *(f"hparams/{k}" for k in zoo.hparam_names),
-            *(f"metrics/{k}" for k in zoo.metric_names)]
+    return ["params", "done", *(f"hparams/{k}" for k in zoo.hparam_names), *(f"metrics/{k}" for k in zoo.metric_names)]
 
 
 def _create_like(zoo: ZooStore, path: Path) -> Backend:
     """An empty store at ``path`` with the attributes, shapes, chunking and columns of ``zoo``."""
     source = zoo.backend
-    target = backend_for(path).create(path, source.attrs(), source.shape("params"),
-                                      source.chunk_rows("params"))
+    target = backend_for(path).create(path, source.attrs(), source.shape("params"), source.chunk_rows("params"))
     for name in _array_names(zoo)[2:]:
         rows, *tail = source.shape(name)
         target.create_column(name, _column_dtype(source, name), tuple(tail), rows)
@@ -89,13 +94,12 @@ def _create_like(zoo: ZooStore, path: Path) -> Backend:
 def _column_dtype(backend: Backend, name: str) -> Any:
     """The dtype to create a copy of column ``name`` with (``str`` for text)."""
     dtype = backend.read(name, slice(0, 0)).dtype
-    return str if dtype == object else dtype
+    return str if dtype.kind == "O" else dtype
 
 
 def _copy_arrays(zoo: ZooStore, target: Backend, progress: bool) -> None:
     """Copy every array of ``zoo`` into ``target``, block by block."""
-    bar = tqdm(total=zoo.capacity, desc=f"convert {zoo.path.name}", unit="member",
-               disable=not progress)
+    bar = tqdm(total=zoo.capacity, desc=f"convert {zoo.path.name}", unit="member", disable=not progress)
     with bar:
         for name in _array_names(zoo):
             for start, stop in _blocks(zoo.backend, name):
@@ -120,9 +124,11 @@ def _read_block(zoo: ZooStore, name: str, start: int, stop: int) -> np.ndarray:
     try:
         return zoo.backend.read(name, slice(start, stop))
     except (OSError, RuntimeError, ValueError) as exc:  # a checksum or decode failure
-        raise StoreError(f"{zoo.path}: {name} rows {start}..{stop - 1} are damaged "
-                         f"({exc.__class__.__name__}); run verify() on it and repair the "
-                         "source") from None
+        raise StoreError(
+            f"{zoo.path}: {name} rows {start}..{stop - 1} are damaged "
+            f"({exc.__class__.__name__}); run verify() on it and repair the "
+            "source"
+        ) from None
 
 
 def _check_present(zoo: ZooStore, name: str, start: int, stop: int) -> None:
@@ -131,8 +137,7 @@ def _check_present(zoo: ZooStore, name: str, start: int, stop: int) -> None:
     for i in range(start // chunk, -(-stop // chunk)):
         lo, hi = np.searchsorted(zoo.members, [i * chunk, (i + 1) * chunk])
         if hi > lo and not zoo.backend.chunk_present(name, i):
-            raise StoreError(f"{zoo.path}: chunk {i} of {name} is missing; run verify() on it "
-                             "and repair the source")
+            raise StoreError(f"{zoo.path}: chunk {i} of {name} is missing; run verify() on it and repair the source")
 
 
 # -------------------------------------------------------------------------- export
@@ -141,11 +146,9 @@ def _check_present(zoo: ZooStore, name: str, start: int, stop: int) -> None:
 def _check_outdir(outdir: Path, overwrite: bool) -> None:
     """Refuse an output path that is a file, or a non-empty directory unless ``overwrite``."""
     if outdir.exists() and not outdir.is_dir():
-        raise StoreError(f"{outdir}: exists and is not a directory; choose a directory to "
-                         "export to")
+        raise StoreError(f"{outdir}: exists and is not a directory; choose a directory to export to")
     if outdir.is_dir() and any(outdir.iterdir()) and not overwrite:
-        raise StoreError(f"{outdir}: directory is not empty; choose an empty one or pass "
-                         "overwrite=True (--overwrite)")
+        raise StoreError(f"{outdir}: directory is not empty; choose an empty one or pass overwrite=True (--overwrite)")
 
 
 @contextlib.contextmanager
