@@ -47,6 +47,10 @@ def test_verify_clean_then_damaged(tmp_path, capsys):
     code, out, err = run(capsys, "zoo", "verify", str(path))
     assert code == 1
     assert "8 damaged members: [8, 9, 10, 11, 12, 13, 14, 15]" in out
+    # reading the damaged chunk elsewhere is a one-line error pointing at verify
+    code, _, err = run(capsys, "zoo", "export", str(path), str(tmp_path / "exported"))
+    assert code == 2 and "zoo verify" in err and err.count("\n") == 1
+    assert not (tmp_path / "exported").exists()
 
 
 def test_convert_and_export(zoo_path, tmp_path, capsys):

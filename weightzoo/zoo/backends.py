@@ -53,11 +53,21 @@ class Backend:
     def chunk_rows(self, name: str) -> int: ...
     def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None: ...
     def resize(self, name: str, rows: int) -> None: ...
-    def read(self, name: str, sel: Any) -> np.ndarray: ...
+    def _read(self, name: str, sel: Any) -> np.ndarray: ...
     def write(self, name: str, sel: Any, values: np.ndarray) -> None: ...
     def chunk_present(self, name: str, chunk_index: int) -> bool: ...
     def fill(self, name: str, start: int, stop: int) -> None: ...
     def close(self) -> None: ...
+
+    def read(self, name: str, sel: Any) -> np.ndarray:
+        """``name[sel]``; a damaged chunk becomes a StoreError that says how to find the rest."""
+        try:
+            return self._read(name, sel)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise StoreError(
+                f"{self.path}: cannot read {name!r} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                f"the store may be damaged: run `weightzoo zoo verify {self.path}`"
+            ) from None
 
     def read_chunks(self, name: str) -> Iterator[tuple[int, int, Exception | None]]:
         """Read every chunk of ``name``; yield ``(start, stop, error or None)`` per chunk."""
@@ -68,7 +78,7 @@ class Backend:
                 yield start, stop, StoreError(f"chunk {i} of {name!r} is missing")
                 continue
             try:
-                self.read(name, slice(start, stop))
+                self._read(name, slice(start, stop))
             except Exception as exc:  # a checksum or decode failure: report, keep going
                 yield start, stop, exc
             else:
@@ -163,7 +173,7 @@ class ZarrBackend(Backend):
         """Forget cached array metadata so shapes written by another process are seen."""
         self._arrays.clear()
 
-    def read(self, name: str, sel: Any) -> np.ndarray:
+    def _read(self, name: str, sel: Any) -> np.ndarray:
         arr = self._array(name)
         out = arr.oindex[sel] if _is_fancy(sel) else arr[sel]
         return out.astype(object) if out.dtype.kind == "T" else out
@@ -264,7 +274,7 @@ class HDF5Backend(Backend):
         if self.mode != "r":
             self.file.flush()
 
-    def read(self, name: str, sel: Any) -> np.ndarray:
+    def _read(self, name: str, sel: Any) -> np.ndarray:
         ds = self.file[name]
         # ZooStore passes fancy selections sorted and unique, as h5py requires
         out = ds[sel] if not isinstance(sel, np.ndarray) or len(sel) else ds[0:0]

@@ -522,16 +522,21 @@ def _plan_smallcnnzoo(src: Path) -> _ImportPlan:
     return _ImportPlan(layout, arch, epochs, candidates, source, skipped, arch_overrides=("activation",))
 
 
-def _read_tf_layout(path: Path) -> list[_TFVariable]:
-    """Parse ``layout.csv`` (varname, start_idx, end_idx, shape) and check its spans tile the row."""
+def _read_csv(path: Path):
+    """A CSV (gzipped or not) as a DataFrame; an unreadable file is a one-line error."""
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001
         raise ImportFormatError(
             f"{path}: unreadable CSV ({_oneline(exc)}); restore the file from the dataset archive"
         ) from None
+
+
+def _read_tf_layout(path: Path) -> list[_TFVariable]:
+    """Parse ``layout.csv`` (varname, start_idx, end_idx, shape) and check its spans tile the row."""
+    frame = _read_csv(path)
     need = ["varname", "start_idx", "end_idx", "shape"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
@@ -625,14 +630,7 @@ def _tf_to_torch(array: np.ndarray) -> np.ndarray:
 
 def _read_scz_metrics(path: Path):
     """``metrics.csv.gz`` as a DataFrame with at least one row."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001
-        raise ImportFormatError(
-            f"{path}: unreadable ({_oneline(exc)}); restore the file from the dataset archive"
-        ) from None
+    frame = _read_csv(path)
     if len(frame) == 0:
         raise ImportFormatError(f"{path}: no rows; expected one row per row of weights.npy")
     if "config.activation" not in frame.columns:
