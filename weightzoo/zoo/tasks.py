@@ -1,4 +1,9 @@
-"""What zoo members are trained on: datasets that need no download."""
+"""What zoo members are trained on: datasets that need no download.
+
+A :class:`Task` holds tensors shared by every member. For ``per_member`` tasks (implicit neural
+representations, sine regression) the targets differ per member: ``y_train``/``y_test`` are
+``[K, n, out]`` and a member's ``target`` hyperparameter picks row ``k``.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +19,47 @@ from ..errors import SpecError
 
 @dataclass(frozen=True)
 class Task:
-    """A supervised task as float32 inputs and integer labels, with a fixed train/test split."""
+    """Inputs and targets with a fixed train/test split.
+
+    ``kind`` is ``"classification"`` (``y`` int64 ``[n]``, metrics loss/acc) or
+    ``"regression"`` (``y`` float32 ``[n, out]`` or ``[K, n, out]``, metrics loss/psnr).
+    """
 
     name: str
+    kind: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    num_classes: int
+    out_features: int
+    per_member: bool = False
+    target_labels: torch.Tensor | None = None  # [K]: a class per target row (e.g. the digit an INR draws)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def num_targets(self) -> int:
+        """How many distinct per-member targets there are (1 for shared targets)."""
+        return self.y_train.shape[0] if self.per_member else 1
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        if self.kind == "classification":
+            return ("train_loss", "train_acc", "test_loss", "test_acc")
+        return ("train_loss", "train_psnr", "test_loss", "test_psnr")
+
 
 def _split_standardized(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> Task:
     mean, std = x.mean(0), x.std(0) + 1e-6  # statistics of the training inputs only
-    as_x = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))  # noqa: E731
+
+    def as_x(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((a - mean) / std).astype(np.float32))
+
     return Task(
         name,
+        "classification",
         as_x(x),
         torch.from_numpy(y.astype(np.int64)),
         as_x(x_test),
