@@ -8,6 +8,9 @@ The description is kept in each zoo so ``ZooStore.model(i)`` can rebuild its mem
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -108,13 +111,29 @@ def build_module(arch: Mapping[str, Any]) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def with_overrides(arch: Mapping[str, Any], activation: str | None = None) -> dict:
-    """A copy of ``arch`` with every activation layer replaced (per-member activations)."""
+def with_overrides(arch: Mapping[str, Any], **overrides: Any) -> dict:
+    """``arch`` with some of its family's arguments changed (per-member activation, width, ...).
+
+    Architectures made by a registered family are rebuilt from their recorded ``args``; a
+    hand-written layer list accepts only ``activation``, which replaces every activation layer.
+    """
+    if not overrides:
+        return copy.deepcopy(dict(arch))
+    maker = FAMILIES.get(arch.get("family"))
+    if maker is not None and "args" in arch:
+        unknown = sorted(set(overrides) - set(inspect.signature(maker).parameters))
+        if unknown:
+            valid = sorted(inspect.signature(maker).parameters)
+            raise SpecError(f"architecture family {arch['family']!r} has no argument(s) {unknown}; valid: {valid}")
+        return maker(**{**arch["args"], **overrides})
+    if set(overrides) != {"activation"}:
+        raise SpecError(
+            f"architecture without a family: only 'activation' can vary per member, got {sorted(overrides)}"
+        )
     out = copy.deepcopy(dict(arch))
-    if activation is not None:
-        for d in out["layers"]:
-            if d["type"] == "act":
-                d["name"] = activation
+    for d in out["layers"]:
+        if d["type"] == "act":
+            d["name"] = overrides["activation"]
     return out
 
 
@@ -126,7 +145,30 @@ def describe(arch: Mapping[str, Any]) -> tuple[nn.Sequential, ParamLayout, Permu
 
 # ------------------------------------------------------------------------- families
 
+FAMILIES: dict[str, Callable[..., dict]] = {}
 
+
+def family(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register an architecture family; its descriptions record ``family`` and ``args`` so
+    per-member variants can be rebuilt with :func:`with_overrides`."""
+
+    def register(fn: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(fn)
+        def make(*args: Any, **kwargs: Any) -> dict:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            arch = fn(*args, **kwargs)
+            arch["family"] = name
+            arch["args"] = json.loads(json.dumps(dict(bound.arguments)))  # tuples -> lists
+            return arch
+
+        FAMILIES[name] = make
+        return make
+
+    return register
+
+
+@family("mlp")
 def mlp(
     in_features: int,
     hidden: Sequence[int],
@@ -155,6 +197,7 @@ def mlp(
     return {"family": "mlp", "layers": layers}
 
 
+@family("cnn")
 def cnn(
     in_channels: int,
     channels: Sequence[int],
@@ -205,19 +248,19 @@ def cnn(
     return {"family": "cnn", "layers": layers}
 
 
+@family("smallcnnzoo")
 def small_cnn_zoo(activation: str = "relu", in_channels: int = 1, num_classes: int = 10) -> dict:
     """The Small CNN Zoo network (Unterthiner et al. 2020): Keras Conv2D(16, 3x3, stride 2,
     'valid') x3, global average pooling, Dense(10); 4,970 parameters for one input channel."""
     arch = cnn(in_channels, [16, 16, 16], num_classes, kernel=3, stride=2, padding=0, activation=activation)
-    arch["family"] = "smallcnnzoo"
     return arch
 
 
+@family("siren")
 def siren(in_features: int = 2, hidden: Sequence[int] = (32, 32), out_features: int = 1, w0: float = 30.0) -> dict:
     """SIREN implicit neural representation (Sitzmann et al. 2020): sine activations, w0 = 30."""
     arch = mlp(in_features, hidden, out_features, activation="sine")
     for d in arch["layers"]:
         if d["type"] == "act":
             d["w0"] = w0
-    arch["family"] = "siren"
     return arch

@@ -272,9 +272,8 @@ class ZooStore:
             raise StoreError(
                 f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)"
             )
-        if "activation" in self.attrs.get("arch_overrides", []):
-            return archs.with_overrides(self.architecture, activation=str(self.column("activation", [i])[0]))
-        return self.architecture
+        overrides = {k: _python_scalar(self.column(k, [i])[0]) for k in self.attrs.get("arch_overrides", [])}
+        return archs.with_overrides(self.architecture, **overrides)
 
     def member_perm_spec(self, i: int) -> PermutationSpec:
         """The PermutationSpec of member ``i``, with the symmetries its own activation allows."""
@@ -546,6 +545,11 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar as the plain Python value an architecture description holds."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _as_numpy(values: Any) -> np.ndarray:
