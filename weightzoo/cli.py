@@ -101,6 +101,54 @@ def zoo_convert(
     typer.echo(f"{src} -> {out}")
 
 
+@zoo_app.command("build")
+def zoo_build(
+    spec: str = typer.Argument(..., help="a spec YAML file or the name of a shipped config"),
+    out: Path = typer.Option(..., "--out", "-o", help="the store to build (*.zarr or *.h5)"),
+    backend: Optional[str] = typer.Option(None, help="zarr | hdf5 (default: from --out's suffix)"),
+    members: Optional[int] = typer.Option(None, help="build this many members instead of the spec's"),
+    executor: str = typer.Option("local", help="local | dask"),
+    workers: Optional[int] = typer.Option(None, help="dask: start a LocalCluster with N workers"),
+    scheduler: Optional[str] = typer.Option(None, help="dask: address of an existing scheduler"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store of a different spec"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a zoo from a spec; re-running the same command resumes an interrupted build."""
+    from .zoo.build import build_zoo
+    from .zoo.store import resolve_store_path
+
+    report = build_zoo(
+        spec,
+        resolve_store_path(out, backend),
+        members=members,
+        overwrite=overwrite,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        device=device,
+        progress=_progress(quiet),
+    )
+    if report.trained == 0:
+        typer.echo(f"{report.path}: complete, nothing to do ({report.members} members)")
+    else:
+        typer.echo(
+            f"{report.path}: trained {report.trained} members in {report.seconds:.1f} s "
+            f"({report.members_per_s * 60:.0f} members/min); {report.already_done + report.trained}/"
+            f"{report.members} done"
+        )
+
+
+@zoo_app.command("configs")
+def zoo_configs() -> None:
+    """List the zoo specs shipped with weightzoo."""
+    from .zoo.spec import load_spec, shipped_configs
+
+    for name in shipped_configs():
+        spec = load_spec(name)
+        typer.echo(f"{name:<22} {spec.members:>6} members  {spec.task:<12} {spec.description}")
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="directory for the demo zoo"),

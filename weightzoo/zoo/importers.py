@@ -40,14 +40,13 @@ import torch
 from ..errors import ImportFormatError, StoreError
 from ..layout import ParamLayout
 from . import archs
-from .store import ZooStore, staged_path
+from .store import ZooStore, resolve_store_path, staged_path
 
 FORMATS = ("smallcnnzoo", "modelzoo", "inr-folder", "state-dicts")
 BATCH_MEMBERS = 256  # members written per append
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth")
 SIREN_W0 = 30.0
 
-_BACKEND_SUFFIXES = {"zarr": ".zarr", "hdf5": ".h5", "h5": ".h5"}
 # Activation spellings of Keras, the Model Zoos code and others -> weightzoo names.
 _ACTIVATION_ALIASES = {
     "leakyrelu": "leaky_relu",
@@ -123,7 +122,7 @@ def import_zoo(
     """
     if fmt not in _PLANNERS:
         raise ImportFormatError(f"unknown import format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    src, out = Path(src), _resolve_out(Path(out), backend)
+    src, out = Path(src), resolve_store_path(out, backend)
     if not src.is_dir():
         raise ImportFormatError(f"{src}: no such directory; the {fmt!r} importer reads a folder")
     if out.exists() and not overwrite:
@@ -132,21 +131,6 @@ def import_zoo(
     plan.source = {"format": fmt, "path": str(src.resolve()), **plan.source}
     imported, skipped = _write_zoo(plan, out, overwrite=overwrite, progress=progress, desc=f"import {fmt}")
     return ImportReport(fmt, str(src), str(out), imported, skipped)
-
-
-def _resolve_out(out: Path, backend: str | None) -> Path:
-    """The store path: ``out`` itself, or ``out`` plus the suffix of an explicitly named backend."""
-    if backend is None:
-        return out
-    suffix = _BACKEND_SUFFIXES.get(backend.lower())
-    if suffix is None:
-        raise StoreError(f"unknown backend {backend!r}; valid: 'zarr', 'hdf5'")
-    have = out.suffix.lower()
-    if have in (".zarr", ".h5", ".hdf5"):
-        if (have == ".zarr") != (suffix == ".zarr"):
-            raise StoreError(f"{out}: suffix {have!r} contradicts backend {backend!r}; drop one of them")
-        return out
-    return out.with_name(out.name + suffix)
 
 
 # ------------------------------------------------------------------------------------- writer

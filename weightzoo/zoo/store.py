@@ -491,6 +491,25 @@ class ZooStore:
         }
 
 
+BACKEND_SUFFIXES = {"zarr": ".zarr", "hdf5": ".h5", "h5": ".h5"}
+
+
+def resolve_store_path(out: str | os.PathLike, backend: str | None = None) -> Path:
+    """The store path: ``out`` itself, or ``out`` plus the suffix of an explicitly named backend."""
+    out = Path(out)
+    if backend is None:
+        return out
+    suffix = BACKEND_SUFFIXES.get(backend.lower())
+    if suffix is None:
+        raise StoreError(f"unknown backend {backend!r}; valid: 'zarr', 'hdf5'")
+    have = out.suffix.lower()
+    if have in (".zarr", ".h5", ".hdf5"):
+        if (have == ".zarr") != (suffix == ".zarr"):
+            raise StoreError(f"{out}: suffix {have!r} contradicts backend {backend!r}; drop one of them")
+        return out
+    return out.with_name(out.name + suffix)
+
+
 @contextlib.contextmanager
 def staged_path(path: str | os.PathLike, overwrite: bool = False):
     """Yield a hidden temporary path beside ``path`` to write a new store into; move it into

@@ -1,0 +1,261 @@
+"""The zoo builder: plan -> skip members already done -> train groups -> write -> mark done.
+
+Members are planned into fixed groups (same architecture and optimizer, in member order) that
+depend only on the spec, so a resumed build trains exactly the groups an uninterrupted one
+would and stores identical parameters. A group's members are written, then marked done in
+one write; killing the process at any moment loses at most the groups in flight.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import SpecError, StoreError, WeightZooError
+from . import archs
+from .spec import ZooSpec, load_spec
+from .store import ZooStore, open_zoo, staged_path
+from .tasks import load_task
+
+DEFAULT_MEMORY = 2 << 30  # bytes a training group may use
+MAX_GROUP = 256
+
+
+class ExecutorError(WeightZooError):
+    """A Dask scheduler cannot be reached or a worker failed."""
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """Members trained together: one architecture, one optimizer, fixed composition."""
+
+    members: tuple[int, ...]
+    architecture: dict
+    hparams: tuple[dict, ...]
+
+
+@dataclass
+class BuildReport:
+    path: Path
+    members: int
+    trained: int
+    already_done: int
+    seconds: float
+
+    @property
+    def members_per_s(self) -> float:
+        return self.trained / self.seconds if self.seconds > 0 else 0.0
+
+
+# -------------------------------------------------------------------- planning
+
+
+def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[GroupPlan]:
+    """Split the members into training groups; deterministic in the spec (and the budget)."""
+    from .train import group_size_for
+
+    task = load_task(spec.task, **spec.task_options)
+    by_key: dict[str, list[int]] = {}
+    hparams = [spec.member_hparams(i) for i in range(spec.members)]
+    arch_of: dict[str, dict] = {}
+    for i, hp in enumerate(hparams):
+        arch = spec.member_architecture(hp)
+        key = json.dumps([arch, hp.get("optimizer")], sort_keys=True)
+        arch_of[key] = arch
+        by_key.setdefault(key, []).append(i)
+    groups = []
+    for key in sorted(by_key, key=lambda k: by_key[k][0]):
+        arch = arch_of[key]
+        size = spec.group_size or min(MAX_GROUP, max(1, group_size_for(arch, task, spec.batch_size, memory_bytes)))
+        members = by_key[key]
+        for s in range(0, len(members), size):
+            chunk = tuple(members[s : s + size])
+            groups.append(GroupPlan(chunk, arch, tuple(hparams[i] for i in chunk)))
+    return groups
+
+
+def train_planned(spec_dict: dict, group: GroupPlan, device: str = "cpu"):
+    """Train one planned group (runs in this process or on a Dask worker)."""
+    from .spec import parse_spec
+    from .train import train_group
+
+    spec = parse_spec(spec_dict["raw"], source=spec_dict["name"]).with_members(spec_dict["members"])
+    task = load_task(spec.task, **spec.task_options)
+    return train_group(
+        group.architecture,
+        task,
+        group.hparams,
+        epochs=spec.epochs,
+        checkpoint_epochs=spec.checkpoint_epochs,
+        batch_size=spec.batch_size,
+        device=device,
+    )
+
+
+# -------------------------------------------------------------------- executors
+
+
+def run_local(spec: ZooSpec, groups: list[GroupPlan], device: str) -> Iterator[tuple[GroupPlan, Any]]:
+    """Train groups one after another in this process."""
+    payload = _payload(spec)
+    for g in groups:
+        yield g, train_planned(payload, g, device)
+
+
+def run_dask(
+    spec: ZooSpec, groups: list[GroupPlan], *, scheduler: str | None, workers: int | None
+) -> Iterator[tuple[GroupPlan, Any]]:
+    """Train groups on Dask workers; results come back here, where the one writer stores them."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise SpecError("--executor dask needs the distributed extra: pip install 'weightzoo[distributed]'") from None
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="10s")
+        else:
+            cluster = LocalCluster(
+                n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(cluster)
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(
+            f"cannot reach Dask scheduler {scheduler!r} ({exc}); check the address and that it runs"
+        ) from None
+    try:
+        payload = _payload(spec)
+        futures = {client.submit(train_planned, payload, g, pure=False): g for g in groups}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _payload(spec: ZooSpec) -> dict:
+    return {"raw": spec.raw, "name": spec.name, "members": spec.members}
+
+
+# -------------------------------------------------------------------- the build
+
+
+def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
+    """Open the store of this spec for appending, creating it (atomically) if needed."""
+    if out.exists() and not overwrite:
+        zoo = open_zoo(out, "a")
+        stored = (zoo.attrs.get("spec") or {}).get("fingerprint")
+        if stored != spec.fingerprint():
+            zoo.close()
+            raise StoreError(
+                f"{out}: holds a zoo of a different spec ({(zoo.attrs.get('spec') or {}).get('name')!r}, "
+                f"fingerprint {stored}); use another --out or pass --overwrite to replace it"
+            )
+        return zoo
+    hparams = (spec.member_hparams(i) for i in range(spec.members))
+    archs_seen = {json.dumps(spec.member_architecture(hp), sort_keys=True) for hp in hparams}
+    layouts = {archs.describe(json.loads(a))[1] for a in archs_seen}
+    if len(layouts) > 1:
+        raise SpecError(
+            f"spec {spec.name!r}: hyperparameters {spec.arch_hparams} give members different parameter shapes; "
+            "a zoo holds one layout, so vary only shape-preserving architecture arguments (e.g. activation)"
+        )
+    task = load_task(spec.task, **spec.task_options)
+    with staged_path(out, overwrite=True) as tmp:
+        ZooStore.create(
+            tmp,
+            layouts.pop(),
+            architecture=spec.architecture,
+            epochs=spec.checkpoint_epochs,
+            spec=spec.to_dict() | {"fingerprint": spec.fingerprint()},
+            arch_overrides=spec.arch_hparams,
+            source={"builder": "weightzoo zoo build", "task": spec.task, "metrics": list(task.metric_names)},
+            capacity=spec.members,
+            expected_members=spec.members,
+        ).close()
+    return open_zoo(out, "a")
+
+
+def _columns(group: GroupPlan, positions: list[int]) -> dict[str, list]:
+    names = sorted({k for hp in group.hparams for k in hp})
+    return {k: [group.hparams[p].get(k) for p in positions] for k in names}
+
+
+def build_zoo(
+    spec: str | Path | Mapping | ZooSpec,
+    out: str | Path,
+    *,
+    members: int | None = None,
+    overwrite: bool = False,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    device: str = "cpu",
+    memory_bytes: int = DEFAULT_MEMORY,
+    progress: bool = False,
+    on_group: Callable[[GroupPlan], None] | None = None,
+) -> BuildReport:
+    """Build (or finish building) the zoo of ``spec`` at ``out`` and return what was done.
+
+    Re-running the same command after an interruption trains only what is missing; a
+    finished zoo is left untouched. ``executor`` is ``"local"`` or ``"dask"``.
+    """
+    spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
+    if members is not None:
+        spec = spec.with_members(members)
+    if executor not in ("local", "dask"):
+        raise SpecError(f"unknown executor {executor!r}; valid: local, dask")
+    out = Path(out)
+    start = time.perf_counter()
+    zoo = _open_or_create(spec, out, overwrite)
+    try:
+        done = set(zoo.members.tolist())
+        todo = [g for g in plan_groups(spec, memory_bytes) if not done.issuperset(g.members)]
+        remaining = sum(1 for g in todo for m in g.members if m not in done)
+        bar = tqdm(total=spec.members, initial=len(done), unit="member", desc=spec.name, disable=not progress)
+        results: Iterable = (
+            run_local(spec, todo, device)
+            if executor == "local"
+            else run_dask(spec, todo, scheduler=scheduler, workers=workers)
+        )
+        for group, result in results:
+            positions = [p for p, m in enumerate(group.members) if m not in done]
+            rows = [group.members[p] for p in positions]
+            _store_group(zoo, rows, group, positions, result)
+            bar.update(len(rows))
+            if on_group is not None:
+                on_group(group)
+        bar.close()
+        return BuildReport(out, spec.members, remaining, len(done), time.perf_counter() - start)
+    finally:
+        zoo.close()
+
+
+def _store_group(zoo: ZooStore, rows: list[int], group: GroupPlan, positions: list[int], result: Any) -> None:
+    """Write a trained group's members, then mark them done (the resume marker, last)."""
+    try:
+        zoo.write(
+            rows,
+            np.asarray(result.params)[positions],
+            hparams=_columns(group, positions),
+            metrics={k: np.asarray(v)[positions] for k, v in result.metrics.items()},
+        )
+        zoo.mark_done(rows)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(
+                f"{zoo.path}: disk full while writing members {rows[0]}..{rows[-1]}; free space and re-run "
+                f"the same command to resume ({len(zoo)} members are safely stored)"
+            ) from None
+        reason = os.strerror(exc.errno or 0)
+        raise StoreError(f"{zoo.path}: cannot write members ({reason}); re-run to resume") from None
