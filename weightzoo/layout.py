@@ -301,7 +301,8 @@ class PermutationSpec:
 
     @classmethod
     def from_module(cls, module: nn.Module) -> PermutationSpec:
-        """Derive the groups of a feed-forward module whose leaves run in registration order."""
+        """Derive the groups of a feed-forward module whose leaves run in registration order;
+        containers with ``weight_space_residual = True`` compute ``x + children(x)``."""
         return _SpecBuilder().build(module)
 
     def restricted_to(self, symmetries: Sequence[str]) -> PermutationSpec:
@@ -434,55 +435,53 @@ def _permute_axis(t: Tensor, ref: AxisRef, perm: Tensor, batch_dims: int) -> Ten
 
 
 class _SpecBuilder:
-    """Walks a module's leaves in order and collects one PermGroup per hidden dense layer."""
+    """Walks a module's leaves in order and collects one PermGroup per hidden dense layer.
+
+    A container declaring ``weight_space_residual = True`` computes ``x + f(x)`` with ``f`` its
+    children in order. Every layer reading or writing such a residual stream joins the stream's
+    group, which allows permutations only; hidden neurons inside ``f`` get groups of their own.
+    """
 
     def __init__(self) -> None:
         self.groups: list[PermGroup] = []
         self.open: dict | None = None  # the last dense layer whose outputs are not yet consumed
+        self.streams: list[dict | None] = []  # residual streams of the blocks being walked (None: the input)
 
     def build(self, module: nn.Module) -> PermutationSpec:
-        for name, mod in module.named_modules():
-            if next(mod.children(), None) is not None:
-                continue  # containers: their leaves are visited in order
-            prefix = f"{name}." if name else ""
-            if isinstance(mod, _DENSE):
-                self._dense(prefix, mod)
-            elif isinstance(mod, _NORMS):
-                self._norm(prefix, mod)
-            elif module_symmetries(mod) is not None:
-                self._elementwise(mod)
-            else:
-                raise SpecError(
-                    f"cannot derive a PermutationSpec: module {name!r} ({type(mod).__name__}) is not "
-                    "supported; use Linear/Conv1d/Conv2d, BatchNorm/LayerNorm, activations, pooling, "
-                    "Flatten and Dropout, or declare `weight_space_symmetries` on a custom activation"
-                )
+        self._visit("", module)
         return PermutationSpec(tuple(self.groups))
 
-    def _dense(self, prefix: str, mod: nn.Module) -> None:
-        fan_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
-        if self.open is not None:
-            g = self.open
-            inner = 1
-            if fan_in != g["size"]:
-                if isinstance(mod, nn.Linear) and g["flattened"] and fan_in % g["size"] == 0:
-                    inner = fan_in // g["size"]
-                else:
-                    raise SpecError(
-                        f"cannot derive a PermutationSpec: {prefix}weight reads {fan_in} inputs but the "
-                        f"previous layer has {g['size']} outputs; is the module registered in data-flow order?"
-                    )
-            ref = AxisRef(prefix + "weight", 1, inner)
-            self.groups.append(
-                PermGroup(
-                    name=f"layer{len(self.groups)}",
-                    size=g["size"],
-                    axes=tuple(g["axes"] + [ref]),
-                    out_axes=tuple(g["out"]),
-                    in_axes=(ref,),
-                    symmetries=tuple(s for s in SYMMETRIES if s in g["sym"]),
-                )
+    def _visit(self, name: str, mod: nn.Module) -> None:
+        if getattr(mod, "weight_space_residual", False):
+            self._residual(name, mod)
+        elif next(mod.children(), None) is not None:
+            self._children(name, mod)  # containers: their leaves are visited in order
+        else:
+            self._leaf(name, mod)
+
+    def _children(self, name: str, mod: nn.Module) -> None:
+        for child_name, child in mod.named_children():
+            self._visit(f"{name}.{child_name}" if name else child_name, child)
+
+    def _leaf(self, name: str, mod: nn.Module) -> None:
+        prefix = f"{name}." if name else ""
+        if isinstance(mod, _DENSE):
+            self._dense(prefix, mod)
+        elif isinstance(mod, _NORMS):
+            self._norm(prefix, mod)
+        elif module_symmetries(mod) is not None:
+            self._elementwise(mod)
+        else:
+            raise SpecError(
+                f"cannot derive a PermutationSpec: module {name!r} ({type(mod).__name__}) is not "
+                "supported; use Linear/Conv1d/Conv2d, BatchNorm/LayerNorm, activations, pooling, "
+                "Flatten and Dropout, or declare `weight_space_symmetries` on a custom activation"
             )
+
+    def _dense(self, prefix: str, mod: nn.Module) -> None:
+        if self.open is not None:
+            fan_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
+            self._read(self.open, prefix, fan_in, isinstance(mod, nn.Linear))
         size = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
         refs = [AxisRef(prefix + "weight", 0)]
         if mod.bias is not None:
@@ -491,10 +490,62 @@ class _SpecBuilder:
             "size": size,
             "axes": list(refs),
             "out": list(refs),
+            "in": [],
             "sym": set(SYMMETRIES),
             "flattened": False,
             "activated": False,
+            "stream": False,
         }
+
+    def _read(self, g: dict, prefix: str, fan_in: int, linear: bool) -> None:
+        """A dense layer consumes ``g``: its input axis joins the group, which closes unless it is
+        the stream of a residual block still being walked."""
+        inner = 1
+        if fan_in != g["size"]:
+            if linear and g["flattened"] and fan_in % g["size"] == 0:
+                inner = fan_in // g["size"]
+            else:
+                raise SpecError(
+                    f"cannot derive a PermutationSpec: {prefix}weight reads {fan_in} inputs but the "
+                    f"previous layer has {g['size']} outputs; is the module registered in data-flow order?"
+                )
+        ref = AxisRef(prefix + "weight", 1, inner)
+        g["axes"].append(ref)
+        g["in"].append(ref)
+        if not any(g is s for s in self.streams):
+            self._close(g)
+
+    def _close(self, g: dict) -> None:
+        self.groups.append(
+            PermGroup(
+                name=f"layer{len(self.groups)}",
+                size=g["size"],
+                axes=tuple(g["axes"]),
+                out_axes=tuple(g["out"]),
+                in_axes=tuple(g["in"]),
+                symmetries=tuple(s for s in SYMMETRIES if s in g["sym"]),
+            )
+        )
+
+    def _residual(self, name: str, mod: nn.Module) -> None:
+        """``x + f(x)``: the block's output merges into the stream it read (permutations only)."""
+        stream = self.open
+        if stream is not None:
+            stream["stream"] = True
+            stream["sym"] &= _PERM
+        self.streams.append(stream)
+        self._children(name, mod)
+        self.streams.pop()
+        out, self.open = self.open, stream
+        if stream is None or out is stream:
+            return  # a skip around the network input (never permuted) or a block without dense layers
+        if out is None or out["size"] != stream["size"]:
+            raise SpecError(
+                f"cannot derive a PermutationSpec: residual block {name!r} maps {stream['size']} features "
+                f"to {out['size'] if out else 'none'}; x + f(x) needs f to keep the size"
+            )
+        for key in ("axes", "out", "in"):
+            stream[key] += out[key]
 
     def _norm(self, prefix: str, mod: nn.Module) -> None:
         g = self.open
@@ -509,7 +560,7 @@ class _SpecBuilder:
         affine = [AxisRef(prefix + p, 0) for p in ("weight", "bias") if getattr(mod, p, None) is not None]
         stats = [AxisRef(prefix + b, 0) for b in ("running_mean", "running_var") if getattr(mod, b, None) is not None]
         g["axes"] += affine + stats
-        if affine and not g["activated"]:
+        if affine and not g["activated"] and not g["stream"]:
             g["out"] = affine
         else:
             g["sym"] &= {"permute"}

@@ -2,6 +2,7 @@
 
 An architecture is ``{"layers": [{"type": ..., ...}, ...]}``; ``build_module`` turns it into an
 ``nn.Sequential`` whose state_dict names (``"0.weight"``, ...) are the names every zoo stores.
+``{"type": "residual", "layers": [...]}`` is a skip block computing ``x + f(x)``.
 The description is kept in each zoo so ``ZooStore.model(i)`` can rebuild its members.
 """
 
@@ -11,7 +12,7 @@ import copy
 import functools
 import inspect
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,19 @@ class Sine(nn.Module):
 
     def extra_repr(self) -> str:
         return f"w0={self.w0}"
+
+
+class Residual(nn.Sequential):
+    """``x + f(x)`` with ``f`` the inner layers run in order: a skip connection.
+
+    Declares ``weight_space_residual`` so :class:`~weightzoo.layout.PermutationSpec` puts every
+    layer reading or writing the stream into one permutation group.
+    """
+
+    weight_space_residual = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
 
 
 ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
@@ -91,7 +105,7 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "maxpool1d": lambda d: nn.MaxPool1d(d["kernel"], d.get("stride")),
     "maxpool2d": lambda d: nn.MaxPool2d(d["kernel"], d.get("stride")),
 }
-LAYER_TYPES = tuple(sorted(_BUILDERS))
+LAYER_TYPES = tuple(sorted([*_BUILDERS, "residual"]))
 
 
 def build_module(arch: Mapping[str, Any]) -> nn.Sequential:
@@ -99,16 +113,47 @@ def build_module(arch: Mapping[str, Any]) -> nn.Sequential:
     layers = arch.get("layers") if isinstance(arch, Mapping) else None
     if not isinstance(layers, list) or not layers:
         raise SpecError("architecture: expected a mapping with a non-empty list 'layers'")
-    modules = []
-    for i, d in enumerate(layers):
-        kind = d.get("type") if isinstance(d, Mapping) else None
-        if kind not in _BUILDERS:
-            raise SpecError(f"architecture: layers[{i}] has unknown type {kind!r}; valid: {list(LAYER_TYPES)}")
-        try:
-            modules.append(_BUILDERS[kind](d))
-        except KeyError as exc:
-            raise SpecError(f"architecture: layers[{i}] ({kind}) is missing field {exc.args[0]!r}") from None
-    return nn.Sequential(*modules)
+    return nn.Sequential(*_build_layers(layers, "layers"))
+
+
+def _build_layers(layers: Any, where: str) -> list[nn.Module]:
+    if not isinstance(layers, list) or not layers:
+        raise SpecError(f"architecture: {where} must be a non-empty list of layers")
+    return [_build_layer(d, f"{where}[{i}]") for i, d in enumerate(layers)]
+
+
+def _build_layer(d: Any, where: str) -> nn.Module:
+    kind = d.get("type") if isinstance(d, Mapping) else None
+    if kind == "residual":
+        return Residual(*_build_layers(d.get("layers"), f"{where}.layers"))
+    if kind not in _BUILDERS:
+        raise SpecError(f"architecture: {where} has unknown type {kind!r}; valid: {list(LAYER_TYPES)}")
+    try:
+        return _BUILDERS[kind](d)
+    except KeyError as exc:
+        raise SpecError(f"architecture: {where} ({kind}) is missing field {exc.args[0]!r}") from None
+
+
+def _walk(layers: Sequence[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """Every layer description in order, descending into residual blocks."""
+    for d in layers:
+        yield d
+        if d.get("type") == "residual":
+            yield from _walk(d["layers"])
+
+
+_INPUT_RANKS = {"linear": 1, "conv1d": 2, "conv2d": 3}
+
+
+def input_rank(arch: Mapping[str, Any]) -> int | None:
+    """Dimensions of one input sample the network expects: 1 (features), 2 (channels x length)
+    or 3 (channels x height x width); None if it flattens its input first or has no dense layer."""
+    for d in _walk(arch["layers"]):
+        if d["type"] == "flatten":
+            return None
+        if d["type"] in _INPUT_RANKS:
+            return _INPUT_RANKS[d["type"]]
+    return None
 
 
 def with_overrides(arch: Mapping[str, Any], **overrides: Any) -> dict:
@@ -131,7 +176,7 @@ def with_overrides(arch: Mapping[str, Any], **overrides: Any) -> dict:
             f"architecture without a family: only 'activation' can vary per member, got {sorted(overrides)}"
         )
     out = copy.deepcopy(dict(arch))
-    for d in out["layers"]:
+    for d in _walk(out["layers"]):
         if d["type"] == "act":
             d["name"] = overrides["activation"]
     return out
@@ -168,6 +213,17 @@ def family(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     return register
 
 
+def _norm_layers(norm: str | None, num: int) -> list[dict]:
+    """The normalization layer after a ``num``-wide linear layer: none, BatchNorm or LayerNorm."""
+    if norm is None:
+        return []
+    if norm == "batchnorm":
+        return [{"type": "batchnorm1d", "num": num}]
+    if norm == "layernorm":
+        return [{"type": "layernorm", "num": num}]
+    raise SpecError(f"architecture: norm {norm!r} is not one of None, 'batchnorm', 'layernorm'")
+
+
 @family("mlp")
 def mlp(
     in_features: int,
@@ -184,17 +240,49 @@ def mlp(
     widths = [in_features, *hidden]
     for a, b in zip(widths[:-1], widths[1:]):
         layers.append({"type": "linear", "in": a, "out": b, "bias": bias})
-        if norm == "batchnorm":
-            layers.append({"type": "batchnorm1d", "num": b})
-        elif norm == "layernorm":
-            layers.append({"type": "layernorm", "num": b})
-        elif norm is not None:
-            raise SpecError(f"architecture: norm {norm!r} is not one of None, 'batchnorm', 'layernorm'")
+        layers += _norm_layers(norm, b)
         layers.append({"type": "act", "name": activation})
         if dropout:
             layers.append({"type": "dropout", "p": dropout})
     layers.append({"type": "linear", "in": widths[-1], "out": out_features, "bias": bias})
     return {"family": "mlp", "layers": layers}
+
+
+@family("mlp_wd")
+def mlp_wd(
+    in_features: int,
+    width: int,
+    depth: int,
+    out_features: int,
+    *,
+    activation: str = "relu",
+    bias: bool = True,
+    norm: str | None = None,
+    dropout: float = 0.0,
+) -> dict:
+    """:func:`mlp` with ``depth`` hidden layers of ``width`` neurons, so both can vary per member."""
+    return mlp(in_features, [width] * depth, out_features, activation=activation, bias=bias, norm=norm, dropout=dropout)
+
+
+@family("residual_mlp")
+def residual_mlp(
+    in_features: int,
+    width: int,
+    blocks: int,
+    out_features: int,
+    *,
+    activation: str = "relu",
+    norm: str | None = None,
+    bias: bool = True,
+) -> dict:
+    """Linear(in, width), then ``blocks`` skip blocks ``x + act(norm(Linear(width, width)(x)))``,
+    then Linear(width, out); the stream's neurons form one permutation group."""
+    block = [{"type": "linear", "in": width, "out": width, "bias": bias}, *_norm_layers(norm, width)]
+    block.append({"type": "act", "name": activation})
+    layers = [{"type": "linear", "in": in_features, "out": width, "bias": bias}]
+    layers += [{"type": "residual", "layers": copy.deepcopy(block)} for _ in range(blocks)]
+    layers.append({"type": "linear", "in": width, "out": out_features, "bias": bias})
+    return {"family": "residual_mlp", "layers": layers}
 
 
 @family("cnn")
@@ -248,12 +336,79 @@ def cnn(
     return {"family": "cnn", "layers": layers}
 
 
+@family("cnn1d")
+def cnn1d(
+    in_channels: int = 1,
+    channels: Sequence[int] = (16, 16, 16),
+    out_features: int = 10,
+    *,
+    kernel: int = 5,
+    stride: int = 2,
+    padding: int = 2,
+    activation: str = "relu",
+    batchnorm: bool = False,
+) -> dict:
+    """1-D CNN for sequences such as MNIST-1D: Conv1d(kernel 5, stride 2, padding 2) x3, global
+    average pooling, Linear; 40 -> 20 -> 10 -> 5 positions, 2,858 parameters for MNIST-1D."""
+    return cnn(
+        in_channels,
+        channels,
+        out_features,
+        dim=1,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        activation=activation,
+        batchnorm=batchnorm,
+    )
+
+
 @family("smallcnnzoo")
 def small_cnn_zoo(activation: str = "relu", in_channels: int = 1, num_classes: int = 10) -> dict:
     """The Small CNN Zoo network (Unterthiner et al. 2020): Keras Conv2D(16, 3x3, stride 2,
     'valid') x3, global average pooling, Dense(10); 4,970 parameters for one input channel."""
     arch = cnn(in_channels, [16, 16, 16], num_classes, kernel=3, stride=2, padding=0, activation=activation)
     return arch
+
+
+# CNN-s of the Model Zoos (Schürholt et al. 2022, def_net.py ``CNN``): (out channels, kernel, max-pool?)
+_CNN_S_BLOCKS = ((8, 5, True), (6, 5, True), (4, 2, False))
+
+
+@family("cnn_s")
+def cnn_s(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    in_size: int = 28,
+    activation: str = "tanh",
+    dropout: float = 0.0,
+) -> dict:
+    """Model Zoos CNN-s: [Conv(8, 5) -> MaxPool(2) -> act], [Conv(6, 5) -> MaxPool(2) -> act],
+    [Conv(4, 2) -> act], Flatten, Linear(36, 20) -> act, Linear(20, 10) for 28x28 inputs
+    (2,464 parameters with one channel); needs ``in_size`` >= 20, so not 8x8 digits."""
+    layers: list[dict] = []
+    channels, size = in_channels, in_size
+    for i, (out, kernel, pool) in enumerate(_CNN_S_BLOCKS):
+        layers.append({"type": "conv2d", "in": channels, "out": out, "kernel": kernel})
+        size = size - kernel + 1
+        if pool:
+            layers.append({"type": "maxpool2d", "kernel": 2, "stride": 2})
+            size //= 2
+        layers.append({"type": "act", "name": activation})
+        if dropout and i < 2:
+            layers.append({"type": "dropout", "p": dropout})
+        channels = out
+    if size < 1:
+        raise SpecError(f"architecture: cnn_s needs images of at least 20x20 pixels, got in_size={in_size}")
+    layers += [
+        {"type": "flatten"},
+        {"type": "linear", "in": channels * size * size, "out": 20},
+        {"type": "act", "name": activation},
+        *([{"type": "dropout", "p": dropout}] if dropout else []),
+        {"type": "linear", "in": 20, "out": num_classes},
+    ]
+    return {"family": "cnn_s", "layers": layers}
 
 
 @family("siren")
@@ -264,3 +419,11 @@ def siren(in_features: int = 2, hidden: Sequence[int] = (32, 32), out_features: 
         if d["type"] == "act":
             d["w0"] = w0
     return arch
+
+
+@family("inr_mlp")
+def inr_mlp(
+    in_features: int = 2, hidden: Sequence[int] = (32, 32), out_features: int = 1, activation: str = "relu"
+) -> dict:
+    """Plain-MLP implicit neural representation (coordinates -> values), the baseline to SIREN."""
+    return mlp(in_features, hidden, out_features, activation=activation)
