@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..errors import SpecError, StoreError, WeightZooError
@@ -124,9 +125,7 @@ def run_dask(
         if scheduler:
             client = Client(scheduler, timeout="10s")
         else:
-            cluster = LocalCluster(
-                n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
-            )
+            cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise ExecutorError(
@@ -186,9 +185,17 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
     return open_zoo(out, "a")
 
 
-def _columns(group: GroupPlan, positions: list[int]) -> dict[str, list]:
+def _columns(group: GroupPlan, positions: list[int], task) -> dict[str, list]:
+    """Hyperparameter columns of a group's members, plus what their target is (label, ...)."""
     names = sorted({k for hp in group.hparams for k in hp})
-    return {k: [group.hparams[p].get(k) for p in positions] for k in names}
+    columns = {k: [group.hparams[p].get(k) for p in positions] for k in names}
+    if task.per_member:
+        targets = torch.as_tensor(columns["target"])
+        if task.target_labels is not None:
+            columns["label"] = task.target_labels[targets].tolist()
+        for name, values in (task.target_info or {}).items():
+            columns[name] = torch.as_tensor(values)[targets].tolist()
+    return columns
 
 
 def build_zoo(
@@ -219,6 +226,7 @@ def build_zoo(
     start = time.perf_counter()
     zoo = _open_or_create(spec, out, overwrite)
     try:
+        task = load_task(spec.task, **spec.task_options)
         done = set(zoo.members.tolist())
         todo = [g for g in plan_groups(spec, memory_bytes) if not done.issuperset(g.members)]
         remaining = sum(1 for g in todo for m in g.members if m not in done)
@@ -231,7 +239,7 @@ def build_zoo(
         for group, result in results:
             positions = [p for p, m in enumerate(group.members) if m not in done]
             rows = [group.members[p] for p in positions]
-            _store_group(zoo, rows, group, positions, result)
+            _store_group(zoo, rows, group, positions, result, task)
             bar.update(len(rows))
             if on_group is not None:
                 on_group(group)
@@ -241,13 +249,15 @@ def build_zoo(
         zoo.close()
 
 
-def _store_group(zoo: ZooStore, rows: list[int], group: GroupPlan, positions: list[int], result: Any) -> None:
+def _store_group(
+    zoo: ZooStore, rows: list[int], group: GroupPlan, positions: list[int], result: Any, task: Any
+) -> None:
     """Write a trained group's members, then mark them done (the resume marker, last)."""
     try:
         zoo.write(
             rows,
             np.asarray(result.params)[positions],
-            hparams=_columns(group, positions),
+            hparams=_columns(group, positions, task),
             metrics={k: np.asarray(v)[positions] for k, v in result.metrics.items()},
         )
         zoo.mark_done(rows)

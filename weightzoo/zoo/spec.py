@@ -335,6 +335,15 @@ def _parse_members(source: str, value: Any, task: str, options: dict, views: int
         return loaded.num_targets * views
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(source, "members", f"must be a positive integer or 'all', got {value!r}")
+    from .tasks import load_task
+
+    loaded = load_task(task, **options)
+    if loaded.per_member and value > loaded.num_targets * views:
+        raise _fail(
+            source,
+            "members",
+            f"is {value} but task {task!r} has {loaded.num_targets} targets x {views} views; use 'all' or fewer",
+        )
     return value
 
 
