@@ -59,24 +59,16 @@ def build_demo_zoo(path: Path, members: int, progress: bool) -> ZooStore:
         block = range(start, min(start + BLOCK, members))
         results = []
         for i in block:
-            torch.manual_seed(int(hp["seed"][i]))
-            module = archs.build_module(archs.with_overrides(arch, activation=str(hp["activation"][i])))
+            member_arch = archs.with_overrides(arch, activation=str(hp["activation"][i]))
+            training = {k: hp[k][i].item() for k in ("seed", "lr", "optimizer", "weight_decay")}
             results.append(
-                train_member(
-                    module,
-                    task,
-                    seed=int(hp["seed"][i]),
-                    lr=float(hp["lr"][i]),
-                    optimizer=str(hp["optimizer"][i]),
-                    weight_decay=float(hp["weight_decay"][i]),
-                    checkpoint_epochs=EPOCHS,
-                )
+                train_member(member_arch, task, training, epochs=EPOCHS[-1], checkpoint_epochs=EPOCHS, batch_size=64)
             )
             bar.update()
         zoo.append(
-            np.stack([r.params for r in results]),
+            np.concatenate([r.params for r in results]),
             hparams={k: v[block.start : block.stop] for k, v in hp.items()},
-            metrics={k: np.stack([r.metrics[k] for r in results]) for k in results[0].metrics},
+            metrics={k: np.concatenate([r.metrics[k] for r in results]) for k in results[0].metrics},
         )
     bar.close()
     return zoo

@@ -77,6 +77,8 @@ class Task:
             shape: tuple[int, ...] = (math.prod(self.input_shape),)
         elif self.sample_shape is not None and rank == len(self.sample_shape):
             shape = self.sample_shape
+        elif rank == 2:  # a 1-D CNN reads any flat sample as one channel
+            shape = (1, math.prod(self.input_shape))
         else:
             raise SpecError(
                 f"task {self.name!r}: its inputs of shape {self.input_shape} cannot feed a network that "

@@ -1,0 +1,183 @@
+"""The zoo builder: determinism, resume after interruption (SIGKILL included), Dask, bad input."""
+
+import errno
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from weightzoo import open_zoo
+from weightzoo.errors import SpecError, StoreError
+from weightzoo.zoo.build import ExecutorError, build_zoo, plan_groups
+from weightzoo.zoo.spec import load_spec, parse_spec
+from weightzoo.zoo.store import ZooStore
+
+SLOWER = {  # a spec whose groups take a noticeable moment, so a kill lands mid-build
+    "name": "resume-test",
+    "task": "digits",
+    "architecture": {"family": "mlp", "args": {"in_features": 64, "hidden": [32], "out_features": 10}},
+    "members": 12,
+    "epochs": 12,
+    "checkpoint_epochs": [0, 6, 12],
+    "batch_size": 32,
+    "group_size": 2,
+    "hparams": {"lr": {"loguniform": [1e-3, 1e-1]}, "optimizer": "adam", "dropout": {"choice": [0.0, 0.2]}},
+    "grid": {"activation": ["relu", "tanh"]},
+}
+
+
+def same_zoo(a, b):
+    za, zb = open_zoo(a), open_zoo(b)
+    assert len(za) == len(zb) == za.capacity
+    assert np.array_equal(za.members, zb.members)
+    assert torch.equal(za.params(epoch=None), zb.params(epoch=None))
+    ta, tb = za.table(), zb.table()
+    assert ta.equals(tb)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted build of SLOWER."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    build_zoo(SLOWER, out)
+    return out
+
+
+def test_tiny_build_then_info(tmp_path):
+    out = tmp_path / "z.zarr"
+    report = build_zoo("tiny-mnist1d-mlp", out)
+    assert report.trained == 16 and report.already_done == 0
+    zoo = open_zoo(out)
+    assert len(zoo) == 16 and zoo.epochs == [0, 1, 2]
+    table = zoo.table()
+    assert {"lr", "optimizer", "activation", "seed", "test_acc", "train_loss"} <= set(table.columns)
+    assert table["test_acc"].max() > 0.2  # members learned something in two epochs
+    assert zoo.model(0)(torch.zeros(3, 40)).shape == (3, 10)
+    # re-running a finished build does nothing
+    again = build_zoo("tiny-mnist1d-mlp", out)
+    assert again.trained == 0 and again.already_done == 16
+
+
+def test_same_spec_same_parameters_and_hdf5(tmp_path, reference):
+    build_zoo(SLOWER, tmp_path / "again.h5")
+    same_zoo(reference, tmp_path / "again.h5")
+
+
+def test_groups_are_fixed_by_the_spec():
+    spec = parse_spec(SLOWER)
+    groups = plan_groups(spec)
+    assert sorted(m for g in groups for m in g.members) == list(range(12))
+    assert all(len({hp["activation"] for hp in g.hparams}) == 1 for g in groups)
+    assert [g.members for g in plan_groups(spec)] == [g.members for g in groups]
+
+
+def test_interrupted_build_resumes_to_the_same_zoo(tmp_path, reference):
+    out = tmp_path / "z.zarr"
+    calls = []
+
+    def stop_after_two(group):
+        calls.append(group)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(SLOWER, out, on_group=stop_after_two)
+    assert len(open_zoo(out)) == 4
+    report = build_zoo(SLOWER, out)
+    assert report.already_done == 4 and report.trained == 8
+    same_zoo(reference, out)
+
+
+def test_sigkill_then_rerun_finishes_identically(tmp_path, reference):
+    import yaml
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SLOWER))
+    out = tmp_path / "z.zarr"
+    cmd = [sys.executable, "-m", "weightzoo", "zoo", "build", str(spec_file), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some but not all members are stored
+        if out.exists():
+            try:
+                if 0 < len(open_zoo(out)) < 12:
+                    break
+            except Exception:  # the store is being created at this instant
+                pass
+        if proc.poll() is not None:
+            pytest.fail(f"build ended before it could be killed: {proc.stderr.read().decode()}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(open_zoo(out))
+    assert 0 < partial < 12
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    same_zoo(reference, out)
+
+
+def test_different_spec_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "z.zarr"
+    build_zoo("tiny-mnist1d-mlp", out, members=4)
+    with pytest.raises(StoreError, match="different spec.*--overwrite"):
+        build_zoo("tiny-mnist1d-mlp", out)
+    build_zoo("tiny-mnist1d-mlp", out, overwrite=True)
+    assert len(open_zoo(out)) == 16
+
+
+def test_full_disk_keeps_finished_members(tmp_path, monkeypatch):
+    out = tmp_path / "z.zarr"
+    real_write = ZooStore.write
+    writes = []
+
+    def write(self, *args, **kwargs):
+        writes.append(1)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZooStore, "write", write)
+    with pytest.raises(StoreError, match="disk full.*re-run the same command to resume"):
+        build_zoo("tiny-mnist1d-mlp", out)
+    assert len(open_zoo(out)) == 8
+    monkeypatch.setattr(ZooStore, "write", real_write)
+    assert build_zoo("tiny-mnist1d-mlp", out).trained == 8
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path):
+    with pytest.raises(ExecutorError, match="cannot reach Dask scheduler"):
+        build_zoo("tiny-mnist1d-mlp", tmp_path / "z.zarr", executor="dask", scheduler="tcp://127.0.0.1:9")
+    assert len(open_zoo(tmp_path / "z.zarr")) == 0  # the store exists, empty, ready to resume
+
+
+def test_dask_local_cluster_equals_local_build(tmp_path, reference):
+    pytest.importorskip("distributed")
+    out = tmp_path / "dask.zarr"
+    report = build_zoo(SLOWER, out, executor="dask", workers=2)
+    assert report.trained == 12
+    same_zoo(reference, out)
+
+
+def test_bad_executor_and_members(tmp_path):
+    with pytest.raises(SpecError, match="unknown executor"):
+        build_zoo("tiny-mnist1d-mlp", tmp_path / "z.zarr", executor="ray")
+    with pytest.raises(SpecError, match="at least 1"):
+        build_zoo(load_spec("tiny-mnist1d-mlp"), tmp_path / "z.zarr", members=0)
+
+
+def test_cli_build_and_info(tmp_path, capsys):
+    from weightzoo.cli import main
+
+    out = tmp_path / "z"
+    assert main(["zoo", "build", "tiny-mnist1d-mlp", "--out", str(out), "--backend", "hdf5", "--quiet"]) == 0
+    assert "trained 16 members" in capsys.readouterr().out
+    assert main(["zoo", "info", str(tmp_path / "z.h5")]) == 0
+    assert "16 done / 16 total" in capsys.readouterr().out
+    assert main(["zoo", "configs"]) == 0
+    assert "tiny-mnist1d-mlp" in capsys.readouterr().out
+    assert main(["zoo", "build", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2
+    assert "no such spec file" in capsys.readouterr().err
