@@ -152,13 +152,14 @@ def zoo_configs() -> None:
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="directory for the demo zoo"),
-    members: int = typer.Option(48, help="members to train"),
+    spec: str = typer.Option("mnist1d-mlp", help="spec file or shipped config to build"),
+    members: int | None = typer.Option(None, help="build this many members instead of the spec's"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train a small zoo on scikit-learn digits, store, verify, convert and serve it."""
+    """Build the default zoo, then verify, convert and serve it (the main job, end to end)."""
     from .demo import run_demo
 
-    run_demo(out, members=members, progress=_progress(quiet), echo=typer.echo)
+    run_demo(out, spec=spec, members=members, progress=_progress(quiet), echo=typer.echo)
 
 
 @app.callback()

@@ -553,9 +553,9 @@ def format_summary(s: dict) -> str:
         f"hparams        {', '.join(s['hparams']) or '-'}",
     ]
     if s["metric_quantiles"]:
-        lines.append(f"{'metric (last checkpoint)':<26}{'min':>9}{'q25':>9}{'median':>9}{'q75':>9}{'max':>9}")
+        lines.append(f"{'metric (last checkpoint)':<26}{'min':>11}{'q25':>11}{'median':>11}{'q75':>11}{'max':>11}")
         for name, q in s["metric_quantiles"].items():
-            lines.append(f"  {name:<24}" + "".join(f"{q[k]:>9.4g}" for k in ("min", "q25", "median", "q75", "max")))
+            lines.append(f"  {name:<24}" + "".join(f"{q[k]:>11.4g}" for k in ("min", "q25", "median", "q75", "max")))
     return "\n".join(lines)
 
 
