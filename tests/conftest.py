@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from weightzoo.zoo import archs
 from weightzoo.zoo.store import ZooStore
@@ -30,3 +32,15 @@ def make_zoo(path, members=40, epochs=(0, 3), arch=None, chunk_members=8, seed=0
 @pytest.fixture(params=[".zarr", ".h5"], ids=["zarr", "hdf5"])
 def suffix(request):
     return request.param
+
+
+def randomize_module(module: nn.Module, scale: float = 0.5) -> None:
+    """Random parameters (and BatchNorm statistics) so that every symmetry is exercised."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if torch.is_floating_point(t):
+                t.copy_(torch.randn(t.shape, generator=g) * scale)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0, generator=g)

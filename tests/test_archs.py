@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import randomize_module
 from torch import nn
 
 from weightzoo.errors import SpecError
@@ -26,21 +27,9 @@ FAMILIES = {
 IDS = list(FAMILIES)
 
 
-def _randomize(module: nn.Module, scale: float) -> None:
-    """Random parameters (and BatchNorm statistics) so that every symmetry is exercised."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if torch.is_floating_point(t):
-                t.copy_(torch.randn(t.shape, generator=g) * scale)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-
-
 def _assert_actions_preserve(module: nn.Module, shape: tuple[int, ...], scale: float = 0.5, draws: int = 3) -> None:
     module.eval()
-    _randomize(module, scale)
+    randomize_module(module, scale)
     spec = PermutationSpec.from_module(module)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     ref = module(x)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import randomize_module
 from torch import nn
 
 from weightzoo.errors import LayoutError, SpecError
@@ -35,17 +36,6 @@ def _nets():
     yield "torch-sequential", seq, (3, 1, 8, 8)
 
 
-def _randomize(module, scale=0.5):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if torch.is_floating_point(t):
-                t.copy_(torch.randn(t.shape, generator=g) * scale)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-
-
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("name,arch,shape", list(_nets()), ids=[n for n, *_ in _nets()])
 def test_group_actions_preserve_function(name, arch, shape, act):
@@ -55,7 +45,7 @@ def test_group_actions_preserve_function(name, arch, shape, act):
         module = archs.build_module(arch if name == "siren" else archs.with_overrides(arch, activation=act))
     module.eval()
     # sine nets amplify rounding by w0 = 30 per layer: use SIREN-sized weights for them
-    _randomize(module, scale=0.5 / 30 if act == "sine" or name == "siren" else 0.5)
+    randomize_module(module, scale=0.5 / 30 if act == "sine" or name == "siren" else 0.5)
     layout = ParamLayout.from_module(module)
     spec = PermutationSpec.from_module(module)
     assert len(spec) >= 1
