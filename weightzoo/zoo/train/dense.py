@@ -1,0 +1,170 @@
+"""The fast path: linear + activation stacks (MLPs, SIRENs) with hand-written gradients."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .activations import ActRule, act_rule
+from .network import Chunk, Layer
+from .randomness import dropout_factors_, hash32_
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A linear layer and the activation after it (the unit of the fast path)."""
+
+    weight: str
+    bias: str | None
+    fan_in: int
+    fan_out: int
+    act: ActRule | None
+    site: int  # dropout site, -1 if none
+
+
+def dense_blocks(arch: Mapping[str, Any], layers: list[Layer]) -> list[_Block] | None:
+    """The architecture as linear+activation blocks, or None if the fast path cannot run it
+    (convolutions, norms, a leading non-flatten layer, two activations in a row, an output activation)."""
+    blocks: list[_Block] = []
+    for i, layer in enumerate(layers):
+        kind = layer.spec["type"]
+        if kind == "linear":
+            blocks.append(
+                _Block(
+                    layer.names[0],
+                    layer.names[1] if len(layer.names) > 1 else None,
+                    layer.spec["in"],
+                    layer.spec["out"],
+                    None,
+                    -1,
+                )
+            )
+        elif kind == "act" and blocks and blocks[-1].act is None and layer.site >= 0:
+            rule = act_rule(layer.module)
+            if rule is None:
+                return None
+            blocks[-1] = replace(blocks[-1], act=rule, site=layer.site)
+        elif not (kind == "dropout" or (kind == "flatten" and i == 0)):
+            return None
+    if not blocks or any(b.act is None for b in blocks[:-1]):
+        return None  # two linear layers in a row: the generic path
+    return blocks
+
+
+class _Buffers:
+    """Reusable tensors for one chunk of members, so training steps allocate (almost) nothing.
+
+    Hidden activations are batch-major ``[n, batch, features]``; the logits ``[n, out, batch]``.
+    """
+
+    def __init__(self, blocks: list[_Block], chunk: int, batch: int, in_features: int, dropout: bool, device):
+        def empty(*shape: int, dtype=torch.float32) -> Tensor:
+            return torch.empty(shape, dtype=dtype, device=device)
+
+        hidden, last = blocks[:-1], blocks[-1]
+        widest = max(max(b.fan_in, b.fan_out) for b in blocks)
+        self.x = empty(chunk * batch, in_features)
+        self.z = [empty(chunk, batch, b.fan_out) for b in hidden] + [empty(chunk, last.fan_out, batch)]
+        self.y = [empty(chunk, batch, b.fan_out) if b.act.reads_input else None for b in hidden]
+        self.a = [empty(chunk, batch, b.fan_out) if dropout else None for b in hidden]
+        self.f = [empty(chunk, batch, b.fan_out) if dropout else None for b in hidden]
+        self.ints = (empty(chunk * widest * batch, dtype=torch.int32), empty(chunk * widest * batch, dtype=torch.int32))
+        self.grad = (empty(chunk * widest * batch), empty(chunk * widest * batch))
+        self.probs = empty(chunk, last.fan_out, batch)
+        self.minus_one = torch.full((chunk, 1, batch), -1.0, device=device)
+        self.counters = [
+            torch.arange(batch * b.fan_out, dtype=torch.int32, device=device).view(batch, -1) for b in hidden
+        ]
+
+    @staticmethod
+    def view(flat: Tensor, *shape: int) -> Tensor:
+        return flat[: math.prod(shape)].view(shape)
+
+
+class DensePath:
+    """Gradients of linear+activation stacks, written by hand: batched matmuls into reused buffers,
+    one pass per elementwise step, gradients straight into the group's buffers.
+
+    Hidden activations are batch-major (``[n, batch, features]``: the input gathers straight into
+    it and the matmuls need no transposed activations); the last layer writes feature-major logits
+    ``[n, out, batch]``, whose softmax over the class axis is fast.
+    """
+
+    def __init__(
+        self, blocks: list[_Block], kind: str, chunk: int, batch: int, in_features: int, dropout: bool, device
+    ):
+        self.blocks, self.kind = blocks, kind
+        self.buf = _Buffers(blocks, chunk, batch, in_features, dropout, device)
+
+    def gradients(self, chunk: Chunk) -> None:
+        """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
+        inputs = self._forward(chunk)
+        grad = self._loss_gradient(chunk, inputs.pop())
+        self._backward(chunk, inputs, grad)
+
+    def _forward(self, c: Chunk) -> list[Tensor]:
+        """The input of every block (``[n, batch, features]``) and the logits (``[n, out, batch]``)."""
+        n, batch = c.index.shape
+        h = torch.index_select(c.x_source, 0, c.index.reshape(-1), out=self.buf.x[: n * batch]).view(n, batch, -1)
+        outs = [h]
+        for k, blk in enumerate(self.blocks[:-1]):
+            z = torch.bmm(h, c.params[blk.weight].transpose(1, 2), out=self.buf.z[k][:n])
+            if blk.bias is not None:
+                z.add_(c.params[blk.bias].unsqueeze(1))
+            h = blk.act.forward(z, _rows(self.buf.y[k], n))
+            if c.drop is not None:
+                h = torch.mul(h, self._factors(c, k), out=self.buf.a[k][:n])
+            outs.append(h)
+        last = self.blocks[-1]
+        z = torch.bmm(c.params[last.weight], h.transpose(1, 2), out=self.buf.z[-1][:n])
+        outs.append(z if last.bias is None else z.add_(c.params[last.bias].unsqueeze(-1)))
+        return outs
+
+    def _factors(self, c: Chunk, k: int) -> Tensor:
+        """This step's dropout factors of hidden block ``k``, ``[n, batch, features]``."""
+        n, batch = c.index.shape
+        shape = (n, batch, self.blocks[k].fan_out)
+        key = c.drop.keys[:, self.blocks[k].site].view(n, 1, 1)
+        hashed = torch.add(self.buf.counters[k], key, out=_Buffers.view(self.buf.ints[0], *shape))
+        hash32_(hashed, _Buffers.view(self.buf.ints[1], *shape))
+        t, s = c.drop.threshold.view(n, 1, 1), c.drop.scale.view(n, 1, 1)
+        return dropout_factors_(hashed, self.buf.f[k][:n], t, s)
+
+    def _loss_gradient(self, c: Chunk, out: Tensor) -> Tensor:
+        """d(sum of member losses)/d(outputs), ``[n, out, batch]``."""
+        n, batch = c.index.shape
+        if self.kind == "classification":
+            labels = torch.index_select(c.y_source, 0, c.label_index.reshape(-1)).view(n, 1, batch)
+            grad = torch._softmax(out, 1, False, out=self.buf.probs[:n])
+            grad.scatter_add_(1, labels, self.buf.minus_one[:n])
+            return grad.mul_(c.weights)
+        targets = torch.index_select(c.y_source, 0, c.label_index.reshape(-1)).view(n, batch, -1)
+        return out.sub_(targets.transpose(1, 2)).mul_(c.weights * (2.0 / out.shape[1]))
+
+    def _backward(self, c: Chunk, inputs: list[Tensor], grad: Tensor) -> None:
+        """From the logits' gradient (feature-major) down; hidden gradients are batch-major."""
+        n, batch = c.index.shape
+        last = len(self.blocks) - 1
+        for k in range(last, -1, -1):
+            blk = self.blocks[k]
+            if k < last:
+                if c.drop is not None:
+                    grad.mul_(self.buf.f[k][:n])
+                grad = blk.act.backward(grad, self.buf.z[k][:n])  # input, or output of an in-place activation
+            feature_major = grad if k == last else grad.transpose(1, 2)
+            torch.bmm(feature_major, inputs[k], out=c.grads[blk.weight])
+            if blk.bias is not None:
+                torch.sum(feature_major, -1, out=c.grads[blk.bias])
+            if k > 0:
+                out = _Buffers.view(self.buf.grad[k % 2], n, batch, blk.fan_in)
+                grad = torch.bmm(feature_major.transpose(1, 2), c.params[blk.weight], out=out)
+
+
+def _rows(buffer: Tensor | None, n: int) -> Tensor | None:
+    """The first ``n`` rows of a chunk buffer, if there is one."""
+    return None if buffer is None else buffer[:n]

@@ -1,0 +1,312 @@
+"""The vectorized group trainer: G members of one architecture trained in one batched computation."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...errors import SpecError
+from .. import archs
+from ..tasks import Task
+from .config import MemberConfig, check_batch_size, check_epochs, member_config
+from .dense import DensePath, dense_blocks
+from .init import init_params
+from .losses import per_sample_loss, predicted_class, psnr
+from .memory import EVAL_BYTES, EVAL_CHUNK, chunk_members, feature_sizes
+from .network import AutogradPath, BatchedNet, Chunk, Dropout
+from .optim import ClassOptimizer
+from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, subset_size, training_subsets
+
+
+@dataclass
+class GroupResult:
+    """Parameters at each checkpoint ``[G, E, P]`` (layout order) and metrics ``{name: [G, E]}``."""
+
+    params: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive members (in the trainer's order) with the same subset size and optimizer."""
+
+    start: int
+    stop: int
+    size: int
+    optimizer: str
+
+
+def _runs(cfgs: Sequence[MemberConfig], sizes: Sequence[int]) -> list[_Run]:
+    runs: list[_Run] = []
+    for i, (c, s) in enumerate(zip(cfgs, sizes)):
+        if runs and (runs[-1].size, runs[-1].optimizer) == (s, c.optimizer):
+            runs[-1] = replace(runs[-1], stop=i + 1)
+        else:
+            runs.append(_Run(i, i + 1, s, c.optimizer))
+    return runs
+
+
+@dataclass(frozen=True)
+class _TaskData:
+    """The task's tensors on the training device, targets flattened to rows, each member's target offset."""
+
+    kind: str
+    x_train: Tensor  # [n, *input]
+    y_train: Tensor  # [n] or [K * n, out]
+    x_test: Tensor
+    y_test: Tensor
+    train_offset: Tensor  # int64 [G]: target * n_train (0 for shared targets)
+    test_offset: Tensor
+    peak: float  # PSNR peak: the task's target range
+
+    @classmethod
+    def build(cls, task: Task, cfgs: Sequence[MemberConfig], device) -> _TaskData:
+        targets = torch.tensor([c.target for c in cfgs], device=device)
+        if task.per_member:
+            bad = [c.target for c in cfgs if c.target >= task.num_targets]
+            if bad:
+                raise SpecError(f"hparams: target {bad[0]} out of range; task {task.name!r} has {task.num_targets}")
+        else:
+            targets = torch.zeros_like(targets)
+
+        def rows(y: Tensor) -> Tensor:
+            return y.reshape(-1, *y.shape[2:]).to(device) if task.per_member else y.to(device)
+
+        x_train, x_test = task.x_train.to(device), task.x_test.to(device)
+        return cls(
+            task.kind, x_train, rows(task.y_train), x_test, rows(task.y_test),
+            targets * len(x_train), targets * len(x_test), task.value_range,
+        )  # fmt: skip
+
+
+class GroupTrainer:
+    """Trains G members of one architecture together; see :mod:`weightzoo.zoo.train` for semantics.
+
+    Members are kept sorted by training-subset size (then optimizer), so at every step the members
+    that still have samples are a suffix of the group and each run of equal size and optimizer
+    shares one step count and one fused optimizer call.
+    """
+
+    def __init__(self, arch, task: Task, cfgs: Sequence[MemberConfig], batch_size: int, device, fast: bool = True):
+        self.device, self.batch_size = torch.device(device), int(batch_size)
+        module, self.layout, _ = archs.describe(arch)
+        n = len(task.x_train)
+        order = sorted(range(len(cfgs)), key=lambda i: (subset_size(cfgs[i].train_fraction, n), cfgs[i].optimizer))
+        self.order = torch.tensor(order)
+        self.cfgs = [cfgs[i] for i in order]
+        self.sizes = [subset_size(c.train_fraction, n) for c in self.cfgs]
+        self.size_t = torch.tensor(self.sizes, device=self.device)
+        self.data = _TaskData.build(task, self.cfgs, self.device)
+        self.per_member = task.per_member
+        self.keys = seed_keys([c.seed for c in self.cfgs], self.device)
+        self.subsets = training_subsets(self.keys, self.sizes, n)
+        self.params, self.grads = self._init_state(arch)
+        self._view_cache: dict[tuple[int, int], tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+        self.runs = _runs(self.cfgs, self.sizes)
+        self.optimizers = [self._optimizer(r) for r in self.runs]
+        self.net = BatchedNet(arch, module, self.layout)
+        self.dropout = self._dropout_constants()
+        self._choose_path(arch, task, fast)
+
+    def _choose_path(self, arch, task: Task, fast: bool) -> None:
+        """The hand-written dense path when the architecture allows (and ``fast``), else autograd;
+        chunk sizes for training and evaluation."""
+        blocks = dense_blocks(arch, self.net.layers) if fast else None
+        feats, n = feature_sizes(arch, task), len(task.x_train)
+        self.chunk = min(len(self.cfgs), chunk_members(blocks is not None, self.batch_size, feats))
+        self.eval_chunk = max(1, EVAL_BYTES // (4 * min(EVAL_CHUNK, n) * max(feats)))
+        self.x_train = self.data.x_train.reshape(n, -1) if blocks else self.data.x_train
+        if blocks is None:
+            self.path: DensePath | AutogradPath = AutogradPath(self.net, task.kind)
+        else:
+            drop = self.dropout is not None
+            self.path = DensePath(blocks, task.kind, self.chunk, self.batch_size, feats[0], drop, self.device)
+
+    def _init_state(self, arch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Parameters ``{name: [G, *shape]}`` and gradient buffers like them, each a contiguous block of
+        one flat storage (layer by layer), so an optimizer over the whole group is one tensor."""
+        flat = torch.stack([init_params(arch, self.layout, c) for c in self.cfgs]).to(self.device)
+        g = len(self.cfgs)
+        self.storage = torch.empty(g * self.layout.size, device=self.device)
+        self.grad_storage = torch.zeros_like(self.storage)
+        params, grads = {}, {}
+        for e in self.layout:
+            params[e.name] = self.storage[g * e.offset : g * e.stop].view(g, *e.shape)
+            params[e.name].copy_(flat[:, e.offset : e.stop].view(g, *e.shape))
+            grads[e.name] = self.grad_storage[g * e.offset : g * e.stop].view(g, *e.shape)
+        return params, grads
+
+    def _optimizer(self, run: _Run) -> ClassOptimizer:
+        """The optimizer of a run: over the flat storage if it is the whole group, else over row ranges."""
+        rows = slice(run.start, run.stop)
+        values = {k: torch.tensor([getattr(c, k) for c in self.cfgs[rows]], dtype=torch.float64, device=self.device)
+                  for k in ("lr", "weight_decay")}  # fmt: skip
+        if run.stop - run.start == len(self.cfgs):
+            sizes = [e.numel for e in self.layout]
+            coef = {k: [torch.cat([v.repeat_interleave(n) for n in sizes])] for k, v in values.items()}
+            return ClassOptimizer(run.optimizer, [self.storage], [self.grad_storage], coef["lr"], coef["weight_decay"])
+        params = [self.params[e.name][rows] for e in self.layout]
+        coef = {k: [v.view(-1, *([1] * (p.dim() - 1))) for p in params] for k, v in values.items()}
+        grads = [self.grads[e.name][rows] for e in self.layout]
+        return ClassOptimizer(run.optimizer, params, grads, coef["lr"], coef["weight_decay"])
+
+    def _dropout_constants(self) -> tuple[Tensor, Tensor] | None:
+        """Per-member float32 thresholds and scales, or None when no member drops out."""
+        if self.net.sites == 0 or all(c.dropout == 0 for c in self.cfgs):
+            return None
+        thr = torch.tensor([dropout_threshold(c.dropout) for c in self.cfgs], device=self.device)
+        scale = torch.tensor([1.0 / (1.0 - c.dropout) for c in self.cfgs], device=self.device)
+        return thr, scale
+
+    def flat_params(self) -> np.ndarray:
+        """float32 ``[G, P]`` in layout order and in the caller's member order."""
+        flat = torch.cat([self.params[e.name].reshape(len(self.cfgs), -1) for e in self.layout], 1).cpu()
+        out = torch.empty_like(flat)
+        out[self.order] = flat
+        return out.numpy()
+
+    def train(self, epochs: int, checkpoint_epochs: Sequence[int]) -> GroupResult:
+        """Train ``epochs`` epochs, recording parameters and metrics at ``checkpoint_epochs``."""
+        points = check_epochs(epochs, checkpoint_epochs)
+        params, metrics = [], []
+        for epoch in range(epochs + 1):
+            if epoch > 0:
+                self.epoch(epoch)
+            if epoch in points:
+                params.append(self.flat_params())
+                metrics.append(self.evaluate())
+        names = metrics[0].keys()
+        return GroupResult(np.stack(params, 1), {k: np.stack([m[k] for m in metrics], 1) for k in names})
+
+    def steps_per_epoch(self) -> int:
+        """Steps of the member with the largest training subset (the others sit out the last ones)."""
+        return -(-max(self.sizes) // self.batch_size)
+
+    def epoch(self, epoch: int) -> None:
+        """One pass of every member over its training subset."""
+        steps, bs = self.steps_per_epoch(), self.batch_size
+        order = epoch_order(self.keys, self.subsets, self.sizes, epoch, steps * bs)
+        dkeys = None if self.dropout is None else step_keys(self.keys, epoch, steps, self.net.sites)
+        for s in range(steps):
+            self.step(order[:, s * bs : (s + 1) * bs], s, None if dkeys is None else dkeys[:, s])
+
+    def step(self, index: Tensor, s: int, dkeys: Tensor | None) -> None:
+        """One optimizer step of every member that has samples left in this epoch."""
+        bs = self.batch_size
+        first = bisect.bisect_right(self.sizes, s * bs)
+        for start in range(first, len(self.sizes), self.chunk):
+            self.path.gradients(self._chunk(index, s, dkeys, start, min(start + self.chunk, len(self.sizes))))
+        for run, opt in zip(self.runs, self.optimizers):
+            if run.size > s * bs:
+                opt.step()
+
+    def _chunk(self, index: Tensor, s: int, dkeys: Tensor | None, start: int, stop: int) -> Chunk:
+        """Step ``s``'s work for members ``[start, stop)``: samples, loss weights, dropout keys, views."""
+        rows = slice(start, stop)
+        bs = self.batch_size
+        idx = index[rows]
+        if self.sizes[start] >= (s + 1) * bs:
+            weights: Tensor | float = 1.0 / bs
+        else:
+            counts = (self.size_t[rows] - s * bs).clamp(max=bs)
+            valid = torch.arange(bs, device=self.device) < counts[:, None]
+            weights = (valid / counts[:, None]).unsqueeze(1)
+        drop = None
+        if dkeys is not None:
+            drop = Dropout(dkeys[rows], self.dropout[0][rows], self.dropout[1][rows])
+        params, grads = self._views(start, stop)
+        return Chunk(
+            params,
+            grads,
+            idx,
+            idx + self.data.train_offset[rows, None] if self.per_member else idx,
+            weights,
+            drop,
+            self.x_train,
+            self.data.y_train,
+        )
+
+    def _views(self, start: int, stop: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Parameter and gradient views ``{name: [stop - start, *shape]}`` of a chunk of members (cached)."""
+        key = (start, stop)
+        if key not in self._view_cache:
+            params = {k: v[start:stop] for k, v in self.params.items()}
+            self._view_cache[key] = params, {k: v[start:stop] for k, v in self.grads.items()}
+        return self._view_cache[key]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, np.ndarray]:
+        """Metrics ``{name: [G]}`` over each member's training subset and the test set, in caller order."""
+        d, g = self.data, len(self.cfgs)
+        n_test = len(d.x_test)
+        test_rows = torch.arange(n_test, device=self.device).expand(g, n_test)
+        test_sizes = torch.full_like(self.size_t, n_test)
+        out = {}
+        for split, x, y, rows, sizes, offset in (
+            ("train", d.x_train, d.y_train, self.subsets, self.size_t, d.train_offset),
+            ("test", d.x_test, d.y_test, test_rows, test_sizes, d.test_offset),
+        ):
+            loss, score = self._eval_split(x, y, rows, sizes, offset)
+            out[f"{split}_loss"] = loss
+            out[f"{split}_{'acc' if d.kind == 'classification' else 'psnr'}"] = score
+        return {k: _to_caller(v, self.order) for k, v in out.items()}
+
+    def _eval_split(self, x: Tensor, y: Tensor, rows: Tensor, sizes: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy (or PSNR) ``[G]`` over samples ``rows[g, :sizes[g]]`` of ``x``."""
+        total_loss = torch.zeros(len(sizes), device=self.device, dtype=torch.float64)
+        total_hits = torch.zeros_like(total_loss)
+        shared = rows.stride(0) == 0  # every member sees the same samples
+        for start in range(0, len(sizes), self.eval_chunk):
+            m = slice(start, start + self.eval_chunk)
+            params = {k: v[m] for k, v in self.params.items()}
+            for c0 in range(0, rows.shape[1], EVAL_CHUNK):
+                idx = rows[m, c0 : c0 + EVAL_CHUNK]
+                if shared:
+                    out = self.net.shared(params, x[idx[0]])
+                else:
+                    out = self.net(params, x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:]))
+                labels = y[idx + offset[m, None]]
+                weights = (torch.arange(c0, c0 + idx.shape[1], device=self.device) < sizes[m, None]).double()
+                total_loss[m] += (per_sample_loss(out, labels, self.data.kind).double() * weights).sum(1)
+                if self.data.kind == "classification":
+                    total_hits[m] += ((predicted_class(out) == labels).double() * weights).sum(1)
+        loss = total_loss / sizes  # float64 sums: the result does not depend on the padding
+        return loss, (total_hits / sizes if self.data.kind == "classification" else psnr(loss, self.data.peak))
+
+
+def _to_caller(values: Tensor, order: Tensor) -> np.ndarray:
+    """float32 numpy values in the caller's member order (``values[i]`` belongs to member ``order[i]``)."""
+    out = torch.empty(len(order), dtype=torch.float32)
+    out[order] = values.float().cpu()
+    return out.numpy()
+
+
+def train_group(
+    arch: dict,
+    task: Task,
+    hparams: Sequence[Mapping[str, Any]],
+    *,
+    epochs: int,
+    checkpoint_epochs: Sequence[int],
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> GroupResult:
+    """Train members that share ``arch`` together in one batched computation.
+
+    Each member follows its own ``hparams`` (missing keys take ``HPARAM_DEFAULTS``; other keys,
+    such as architecture arguments, are ignored). Returns parameters ``[G, E, P]`` in the layout
+    order of ``archs.describe(arch)`` and metrics ``{task.metric_names: [G, E]}`` at each of
+    ``checkpoint_epochs`` (0 = initialization), in the order of ``hparams``.
+    """
+    if not hparams:
+        raise SpecError("train_group: empty group (no hparams)")
+    check_batch_size(batch_size)
+    cfgs = [member_config(h) for h in hparams]
+    task = task.for_architecture(arch)  # inputs shaped as the first layer reads them
+    return GroupTrainer(arch, task, cfgs, batch_size, device).train(epochs, checkpoint_epochs)
