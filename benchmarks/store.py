@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import timed  # benchmarks/timing.py (the script's folder is on sys.path)
 from torch.utils.data import DataLoader, Dataset
 
 from weightzoo import open_zoo
@@ -44,17 +44,6 @@ class FileDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.layout.flatten(torch.load(self.files[i], map_location="cpu", weights_only=True))
-
-
-def timed(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def write_store(path: Path, params: np.ndarray, hparams: dict, arch: dict, layout: ParamLayout) -> float:
@@ -121,14 +110,16 @@ def main() -> None:
         write_s = {name: write_store(p, params, hparams, arch, layout) for name, p in paths.items()}
         write_s["files"], files = write_files(work / "files", params, layout)
 
-        epoch_s = {name: timed(lambda p=p: store_epoch(p), repeats) for name, p in paths.items()}
-        epoch_s["zarr (streaming)"] = timed(lambda: store_epoch(paths["zarr"], in_memory=False), repeats)
-        epoch_s["files"] = timed(lambda: files_epoch(files, layout), repeats)
+        epoch_s = {name: timed(lambda p=p: store_epoch(p), repeats, warmup=True) for name, p in paths.items()}
+        epoch_s["zarr (streaming)"] = timed(lambda: store_epoch(paths["zarr"], in_memory=False), repeats, warmup=True)
+        epoch_s["files"] = timed(lambda: files_epoch(files, layout), repeats, warmup=True)
 
         pick = np.random.default_rng(1).choice(members, size=min(args.random, members), replace=False)
-        random_s = {name: timed(lambda p=p: open_zoo(p).params(pick), repeats) for name, p in paths.items()}
+        random_s = {
+            name: timed(lambda p=p: open_zoo(p).params(pick), repeats, warmup=True) for name, p in paths.items()
+        }
         random_s["files"] = timed(
-            lambda: [layout.flatten(torch.load(files[i], weights_only=True)) for i in pick], repeats
+            lambda: [layout.flatten(torch.load(files[i], weights_only=True)) for i in pick], repeats, warmup=True
         )
 
         disk = {name: disk_bytes(p) for name, p in paths.items()}

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from timing import timed  # benchmarks/timing.py (the script's folder is on sys.path)
 
 from weightzoo.zoo import archs
 from weightzoo.zoo.tasks import load_task
@@ -36,16 +35,6 @@ from weightzoo.zoo.train import train_group, train_member
 MEMBERS = 256
 BATCH = 128
 WIDTHS = [32, 32]  # the shipped mnist1d-mlp config's hidden widths
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def sgemm_gflops(repeats: int = 10) -> float:
