@@ -5,7 +5,11 @@ __version__ = "0.1.0"
 from .errors import ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError
 from .layout import AxisRef, GroupAction, ParamEntry, ParamLayout, PermGroup, PermutationSpec
 from .weightspace import WeightSpace
+from .zoo.build import build_zoo
+from .zoo.importers import import_zoo
+from .zoo.spec import ZooSpec, load_spec
 from .zoo.store import ZooStore, open_zoo
+from .zoo.transfer import convert_zoo, export_zoo
 
 __all__ = [
     "__version__",
@@ -23,4 +27,10 @@ __all__ = [
     "WeightSpace",
     "ZooStore",
     "open_zoo",
+    "ZooSpec",
+    "load_spec",
+    "build_zoo",
+    "import_zoo",
+    "convert_zoo",
+    "export_zoo",
 ]
