@@ -84,20 +84,19 @@ def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[Group
     return groups
 
 
-def train_planned(spec_dict: dict, group: GroupPlan, device: str = "cpu"):
-    """Train one planned group (runs in this process or on a Dask worker)."""
-    from .spec import parse_spec
+def train_planned(job: dict, group: GroupPlan, device: str = "cpu"):
+    """Train one planned group (runs in this process or on a Dask worker); ``job`` is
+    :func:`_job` of the spec: plain data, cheap to ship to workers."""
     from .train import train_group
 
-    spec = parse_spec(spec_dict["raw"], source=spec_dict["name"]).with_members(spec_dict["members"])
-    task = load_task(spec.task, **spec.task_options)
+    task = load_task(job["task"], **job["task_options"])
     return train_group(
         group.architecture,
         task,
         group.hparams,
-        epochs=spec.epochs,
-        checkpoint_epochs=spec.checkpoint_epochs,
-        batch_size=spec.batch_size,
+        epochs=job["epochs"],
+        checkpoint_epochs=job["checkpoint_epochs"],
+        batch_size=job["batch_size"],
         device=device,
     )
 
@@ -107,9 +106,9 @@ def train_planned(spec_dict: dict, group: GroupPlan, device: str = "cpu"):
 
 def run_local(spec: ZooSpec, groups: list[GroupPlan], device: str) -> Iterator[tuple[GroupPlan, Any]]:
     """Train groups one after another in this process."""
-    payload = _payload(spec)
+    job = _job(spec)
     for g in groups:
-        yield g, train_planned(payload, g, device)
+        yield g, train_planned(job, g, device)
 
 
 def run_dask(
@@ -132,8 +131,8 @@ def run_dask(
             f"cannot reach Dask scheduler {scheduler!r} ({exc}); check the address and that it runs"
         ) from None
     try:
-        payload = _payload(spec)
-        futures = {client.submit(train_planned, payload, g, pure=False): g for g in groups}
+        job = _job(spec)
+        futures = {client.submit(train_planned, job, g, pure=False): g for g in groups}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
     finally:
@@ -142,8 +141,15 @@ def run_dask(
             cluster.close()
 
 
-def _payload(spec: ZooSpec) -> dict:
-    return {"raw": spec.raw, "name": spec.name, "members": spec.members}
+def _job(spec: ZooSpec) -> dict:
+    """What a worker needs to train any group of ``spec``."""
+    return {
+        "task": spec.task,
+        "task_options": dict(spec.task_options),
+        "epochs": spec.epochs,
+        "checkpoint_epochs": list(spec.checkpoint_epochs),
+        "batch_size": spec.batch_size,
+    }
 
 
 # -------------------------------------------------------------------- the build

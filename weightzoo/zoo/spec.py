@@ -97,7 +97,6 @@ class ZooSpec:
     views: int = 1
     group_size: int | None = None
     description: str = ""
-    raw: dict = field(default_factory=dict, compare=False)
 
     # ------------------------------------------------------------ members
     @property
@@ -133,7 +132,6 @@ class ZooSpec:
     def to_dict(self) -> dict:
         """The normalized spec (what is stored in the zoo and compared on resume)."""
         d = asdict(self)
-        d.pop("raw")
         d["hparams"] = {k: {v.kind: list(v.values)} for k, v in self.hparams.items()}
         d["grid"] = {k: list(v) for k, v in self.grid.items()}
         d["checkpoint_epochs"] = list(self.checkpoint_epochs)
@@ -237,7 +235,6 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> ZooSpec:
         views=views,
         group_size=None if data.get("group_size") is None else _int(source, data, "group_size"),
         description=str(data.get("description", "")),
-        raw=dict(data),
     )
     _check_hparam_names(source, spec)
     members = _parse_members(source, data["members"], task, task_options, views)
