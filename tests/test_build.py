@@ -181,3 +181,21 @@ def test_cli_build_and_info(tmp_path, capsys):
     assert "tiny-mnist1d-mlp" in capsys.readouterr().out
     assert main(["zoo", "build", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2
     assert "no such spec file" in capsys.readouterr().err
+
+
+def test_hdf5_build_resumes_from_its_zarr_staging_and_cleans_up(tmp_path, reference):
+    out = tmp_path / "z.h5"
+    calls = []
+
+    def stop_after_one(group):
+        calls.append(group)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(SLOWER, out, on_group=stop_after_one)
+    assert not out.exists() and (tmp_path / ".z.building.zarr").exists()  # no half-written HDF5 file
+    report = build_zoo(SLOWER, out)
+    assert report.already_done == 2 and report.path == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.h5"]
+    same_zoo(reference, out)
+    assert build_zoo(SLOWER, out).trained == 0

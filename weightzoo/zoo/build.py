@@ -9,8 +9,10 @@ one write; killing the process at any moment loses at most the groups in flight.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,9 +25,11 @@ from tqdm import tqdm
 
 from ..errors import SpecError, StoreError, WeightZooError
 from . import archs
+from .backends import ZarrBackend, backend_for
 from .spec import ZooSpec, load_spec
 from .store import ZooStore, open_zoo, staged_path
 from .tasks import load_task
+from .transfer import convert_zoo
 
 DEFAULT_MEMORY = 2 << 30  # bytes a training group may use
 MAX_GROUP = 256
@@ -159,13 +163,11 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
     """Open the store of this spec for appending, creating it (atomically) if needed."""
     if out.exists() and not overwrite:
         zoo = open_zoo(out, "a")
-        stored = (zoo.attrs.get("spec") or {}).get("fingerprint")
-        if stored != spec.fingerprint():
+        try:
+            _check_same_spec(zoo, spec)
+        except StoreError:
             zoo.close()
-            raise StoreError(
-                f"{out}: holds a zoo of a different spec ({(zoo.attrs.get('spec') or {}).get('name')!r}, "
-                f"fingerprint {stored}); use another --out or pass --overwrite to replace it"
-            )
+            raise
         return zoo
     hparams = (spec.member_hparams(i) for i in range(spec.members))
     archs_seen = {json.dumps(spec.member_architecture(hp), sort_keys=True) for hp in hparams}
@@ -189,6 +191,16 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
             expected_members=spec.members,
         ).close()
     return open_zoo(out, "a")
+
+
+def _check_same_spec(zoo: ZooStore, spec: ZooSpec) -> None:
+    """Refuse to continue a store that was built from another spec."""
+    stored = zoo.attrs.get("spec") or {}
+    if stored.get("fingerprint") != spec.fingerprint():
+        raise StoreError(
+            f"{zoo.path}: holds a zoo of a different spec ({stored.get('name')!r}, fingerprint "
+            f"{stored.get('fingerprint')}); use another --out or pass --overwrite to replace it"
+        )
 
 
 def _columns(group: GroupPlan, positions: list[int], task) -> dict[str, list]:
@@ -221,7 +233,9 @@ def build_zoo(
     """Build (or finish building) the zoo of ``spec`` at ``out`` and return what was done.
 
     Re-running the same command after an interruption trains only what is missing; a
-    finished zoo is left untouched. ``executor`` is ``"local"`` or ``"dask"``.
+    finished zoo is left untouched. ``executor`` is ``"local"`` or ``"dask"``. An HDF5 file
+    is not safe against a kill mid-write, so HDF5 zoos are built in a hidden Zarr store beside
+    ``out`` (where an interrupted build resumes) and converted, bit-exactly, when complete.
     """
     spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
     if members is not None:
@@ -229,6 +243,39 @@ def build_zoo(
     if executor not in ("local", "dask"):
         raise SpecError(f"unknown executor {executor!r}; valid: local, dask")
     out = Path(out)
+    run = functools.partial(
+        _build_into, spec, overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
+        device=device, memory_bytes=memory_bytes, progress=progress, on_group=on_group,
+    )  # fmt: skip
+    if backend_for(out) is ZarrBackend:
+        return run(out)
+    if out.exists() and not overwrite:
+        with open_zoo(out) as finished:
+            _check_same_spec(finished, spec)
+            if len(finished) == finished.capacity:
+                return BuildReport(out, spec.members, 0, len(finished), 0.0)
+    work = out.with_name(f".{out.stem}.building.zarr")
+    report = run(work)
+    convert_zoo(work, out, overwrite=True)
+    shutil.rmtree(work)
+    report.path = out
+    return report
+
+
+def _build_into(
+    spec: ZooSpec,
+    out: Path,
+    *,
+    overwrite: bool,
+    executor: str,
+    workers: int | None,
+    scheduler: str | None,
+    device: str,
+    memory_bytes: int,
+    progress: bool,
+    on_group: Callable[[GroupPlan], None] | None,
+) -> BuildReport:
+    """The build loop proper, into a store that survives being killed (Zarr)."""
     start = time.perf_counter()
     zoo = _open_or_create(spec, out, overwrite)
     try:
