@@ -199,3 +199,42 @@ def test_hdf5_build_resumes_from_its_zarr_staging_and_cleans_up(tmp_path, refere
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.h5"]
     same_zoo(reference, out)
     assert build_zoo(SLOWER, out).trained == 0
+
+
+def test_width_and_depth_can_vary_per_member(tmp_path):
+    spec = {
+        "name": "mixed",
+        "task": "digits",
+        "architecture": {"family": "mlp_wd", "args": {"in_features": 64, "width": 8, "depth": 1, "out_features": 10}},
+        "members": 6,
+        "epochs": 2,
+        "checkpoint_epochs": [0, 2],
+        "batch_size": 64,
+        "hparams": {"lr": 0.01, "optimizer": "adam"},
+        "grid": {"width": [8, 16], "depth": [1, 2]},
+    }
+    out = tmp_path / "mixed.zarr"
+    build_zoo(spec, out)
+    zoo = open_zoo(out)
+    assert zoo.mixed and zoo.perm_spec is None and len(zoo) == 6
+    sizes = {zoo.member_layout(i).size for i in range(6)}
+    assert len(sizes) == 4 and zoo.layout.size == max(sizes)
+    x = torch.randn(5, 64)
+    for i in range(4):
+        hp = zoo.table().iloc[i]
+        model = zoo.model(i)
+        assert model[0].out_features == hp["width"]
+        assert sum(1 for m in model if isinstance(m, torch.nn.Linear)) == hp["depth"] + 1
+        padded = zoo.params(i)
+        assert torch.all(padded[zoo.member_layout(i).size :] == 0)
+        assert model(x).shape == (5, 10)
+    # what was trained is what the member computes: its stored test accuracy is reproduced
+    from weightzoo.zoo.tasks import load_task
+
+    task = load_task("digits")
+    acc = (zoo.model(3)(task.x_test).argmax(1) == task.y_test).float().mean().item()
+    assert acc == pytest.approx(zoo.metric("test_acc", [3])[0], abs=1e-6)
+    from weightzoo.datasets import WeightDataset
+
+    with pytest.raises(SpecError, match="different layouts"):
+        WeightDataset(out)

@@ -108,6 +108,11 @@ class WeightDataset(Dataset):
         cache_chunks: int = 8,
     ) -> None:
         self.zoo = zoo if isinstance(zoo, ZooStore) else open_zoo(zoo)
+        if self.zoo.mixed:
+            raise SpecError(
+                f"{self.zoo.path}: members have different layouts; WeightDataset serves one layout "
+                "(build one zoo per architecture, or use a graph dataset for mixed zoos)"
+            )
         self.layout, self.perm_spec = self.zoo.layout, self.zoo.perm_spec
         self.epoch, self.transform = epoch, transform
         epoch_index = self.zoo.epoch_index(epoch)

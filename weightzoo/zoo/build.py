@@ -171,17 +171,12 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
         return zoo
     hparams = (spec.member_hparams(i) for i in range(spec.members))
     archs_seen = {json.dumps(spec.member_architecture(hp), sort_keys=True) for hp in hparams}
-    layouts = {archs.describe(json.loads(a))[1] for a in archs_seen}
-    if len(layouts) > 1:
-        raise SpecError(
-            f"spec {spec.name!r}: hyperparameters {spec.arch_hparams} give members different parameter shapes; "
-            "a zoo holds one layout, so vary only shape-preserving architecture arguments (e.g. activation)"
-        )
+    layouts = sorted({archs.describe(json.loads(a))[1] for a in archs_seen}, key=lambda lay: lay.size)
     task = load_task(spec.task, **spec.task_options)
     with staged_path(out, overwrite=True) as tmp:
         ZooStore.create(
             tmp,
-            layouts.pop(),
+            layouts[-1],  # the largest: every member's flat vector fits in its rows
             architecture=spec.architecture,
             epochs=spec.checkpoint_epochs,
             spec=spec.to_dict() | {"fingerprint": spec.fingerprint()},
@@ -189,6 +184,7 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
             source={"builder": "weightzoo zoo build", "task": spec.task, "metrics": list(task.metric_names)},
             capacity=spec.members,
             expected_members=spec.members,
+            mixed_layouts=len(layouts) > 1,
         ).close()
     return open_zoo(out, "a")
 
@@ -307,9 +303,11 @@ def _store_group(
 ) -> None:
     """Write a trained group's members, then mark them done (the resume marker, last)."""
     try:
+        params = np.asarray(result.params)[positions]
+        pad = zoo.layout.size - params.shape[-1]  # members smaller than the zoo's largest (mixed zoos)
         zoo.write(
             rows,
-            np.asarray(result.params)[positions],
+            np.pad(params, ((0, 0), (0, 0), (0, pad))) if pad else params,
             hparams=_columns(group, positions, task),
             metrics={k: np.asarray(v)[positions] for k, v in result.metrics.items()},
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -110,6 +111,7 @@ class ZooStore:
         capacity: int = 0,
         chunk_members: int | None = None,
         expected_members: int | None = None,
+        mixed_layouts: bool = False,
         overwrite: bool = False,
     ) -> ZooStore:
         """Create an empty zoo for networks of ``layout`` and open it for appending.
@@ -117,6 +119,9 @@ class ZooStore:
         ``architecture`` (a layer list, see :mod:`weightzoo.zoo.archs`) lets ``model(i)``
         rebuild members; ``arch_overrides`` names hparam columns that change it per member
         (``"activation"``). The PermutationSpec is derived from the architecture if not given.
+        With ``mixed_layouts`` members differ in shape (per-member architecture arguments such
+        as width): ``layout`` is the largest member's, each row holds its member's own flat
+        vector zero-padded to that size, and :meth:`member_layout` gives each member's layout.
         Params are chunked along members (``chunk_members``, default ~4 MiB per chunk, fewer
         when ``expected_members`` says the zoo is smaller); ``capacity`` reserves rows.
         """
@@ -134,7 +139,9 @@ class ZooStore:
                 perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
             except SpecError:
                 perm_spec = None  # architectures without a derivable spec still store fine
-            if perm_spec is not None and "activation" in arch_overrides:
+            if mixed_layouts:
+                perm_spec = None  # no zoo-wide spec; see member_perm_spec(i)
+            elif perm_spec is not None and "activation" in arch_overrides:
                 # members differ in activation: only what every member allows is zoo-wide
                 perm_spec = perm_spec.restricted_to(("permute",))
         attrs = {
@@ -144,6 +151,7 @@ class ZooStore:
             "permutation_spec": perm_spec.to_dict() if perm_spec is not None else None,
             "architecture": dict(architecture) if architecture is not None else None,
             "arch_overrides": list(arch_overrides),
+            "mixed_layouts": bool(mixed_layouts),
             "spec": dict(spec) if spec is not None else None,
             "epochs": epochs,
             "source": dict(source) if source is not None else None,
@@ -167,6 +175,7 @@ class ZooStore:
         self.perm_spec = PermutationSpec.from_dict(ps) if ps else None
         self.architecture: dict | None = attrs.get("architecture")
         self.epochs: list[int] = list(attrs["epochs"])
+        self._member_layouts: dict[str, ParamLayout] = {}
 
     # ------------------------------------------------------------ backend handle
     @property
@@ -264,7 +273,27 @@ class ZooStore:
 
     def state_dict(self, i: int, epoch: int = -1) -> dict[str, torch.Tensor]:
         """The state_dict of member ``i`` at a checkpoint (float tensors of the layout)."""
-        return {k: v.clone() for k, v in self.layout.unflatten(self.params(int(i), epoch)).items()}
+        return {k: v.clone() for k, v in self.unflatten_member(i, self.params(int(i), epoch)).items()}
+
+    @property
+    def mixed(self) -> bool:
+        """Whether members differ in parameter shapes (see ``create(mixed_layouts=True)``)."""
+        return bool(self.attrs.get("mixed_layouts"))
+
+    def member_layout(self, i: int) -> ParamLayout:
+        """The ParamLayout of member ``i`` (the zoo's layout unless the zoo is mixed)."""
+        if not self.mixed:
+            return self.layout
+        arch = self.member_architecture(i)
+        key = json.dumps(arch, sort_keys=True)
+        if key not in self._member_layouts:
+            self._member_layouts[key] = ParamLayout.from_module(archs.build_module(arch))
+        return self._member_layouts[key]
+
+    def unflatten_member(self, i: int, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Member ``i``'s stored row ``[..., P]`` as named tensors of its own layout."""
+        layout = self.member_layout(i)
+        return layout.unflatten(flat[..., : layout.size])
 
     def member_architecture(self, i: int) -> dict:
         """The architecture of member ``i``, with its per-member overrides (e.g. activation)."""
@@ -484,6 +513,7 @@ class ZooStore:
             "members_total": self.capacity,
             "architecture": arch.get("family", "custom" if arch else "unknown"),
             "params_per_member": self.layout.size,
+            "mixed_layouts": self.mixed,
             "checkpoint_epochs": self.epochs,
             "hparams": self.hparam_names,
             "size_on_disk_bytes": self.size_on_disk(),
@@ -547,7 +577,7 @@ def format_summary(s: dict) -> str:
         f"zoo            {s['path']} ({s['backend']})",
         f"members        {s['members_done']:,} done / {s['members_total']:,} total",
         f"architecture   {s['architecture']}",
-        f"parameters     {s['params_per_member']:,} per member",
+        f"parameters     {'up to ' if s.get('mixed_layouts') else ''}{s['params_per_member']:,} per member",
         f"checkpoints    epochs {s['checkpoint_epochs']}",
         f"size on disk   {_human_bytes(s['size_on_disk_bytes'])}",
         f"hparams        {', '.join(s['hparams']) or '-'}",

@@ -184,7 +184,7 @@ def _export_members(zoo: ZooStore, outdir: Path, epoch: int, progress: bool) -> 
             block = zoo.params(slice(start, start + step), epoch)
             for offset, flat in enumerate(block):
                 index = start + offset
-                tensors = {k: v.clone() for k, v in zoo.layout.unflatten(flat).items()}
+                tensors = {k: v.clone() for k, v in zoo.unflatten_member(index, flat).items()}
                 meta = {"member": str(index), "row": str(zoo.members[index]), "epoch": epoch_number}
                 save_file(tensors, outdir / f"member_{index:06d}.safetensors", metadata=meta)
             bar.update(len(block))
