@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(help="Inspect, verify, import, export and convert zoos.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+metanet_app = typer.Typer(help="Train and evaluate metanetworks on zoos.", no_args_is_help=True)
+app.add_typer(metanet_app, name="metanet")
 
 
 def _progress(quiet: bool) -> bool:
@@ -147,6 +149,84 @@ def zoo_configs() -> None:
     for name in shipped_configs():
         spec = load_spec(name)
         typer.echo(f"{name:<22} {spec.members:>6} members  {spec.task:<12} {spec.description}")
+
+
+def _model_args(items: list[str]) -> dict:
+    """``key=value`` pairs; values are JSON when they parse (numbers, lists), strings otherwise."""
+    from .errors import SpecError
+
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--arg {item!r}: write key=value, e.g. --arg hidden=128 or --arg 'hidden=[64,64]'")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def _format_scores(scores: dict) -> str:
+    return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items())
+
+
+@metanet_app.command("train")
+def metanet_train(
+    zoo: Path = typer.Option(..., "--zoo", help="the zoo to learn from (*.zarr or *.h5)"),
+    task: str = typer.Option(..., "--task", help="predict:<metric or numeric column> | classify:<column>"),
+    model: str = typer.Option(..., "--model", help="dws | gmn | statnn | mlp | deepsets"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (model.safetensors + config.json)"),
+    epochs: int = typer.Option(100, help="most epochs; training stops early when validation stalls"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    patience: int = typer.Option(20, help="epochs without validation improvement before stopping"),
+    seed: int = typer.Option(0, help="seed of the split and of the model's initialization"),
+    epoch: int = typer.Option(-1, "--checkpoint", help="zoo checkpoint epoch to read (-1: the last)"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    arg: list[str] = typer.Option([], "--arg", help="model argument key=value (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a metanetwork; the best epoch on the validation split is kept and scored on test."""
+    from .metanet.data import SplitSpec
+    from .metanet.train import TrainOptions, check_device, train_metanet
+
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=check_device(device)
+    )
+    run = train_metanet(
+        zoo,
+        task,
+        model,
+        out,
+        model_args=_model_args(arg),
+        options=options,
+        split=SplitSpec(seed=seed),
+        epoch=epoch,
+        progress=_progress(quiet),
+    )
+    hist = run.config["history"]
+    typer.echo(
+        f"{out}: {model} on {task}, best epoch {hist['best_epoch']}/{hist['epochs_run']} "
+        f"({hist['seconds']:.1f} s, {hist['members_per_s']:.0f} members/s)"
+    )
+    for split, scores in run.config["scores"].items():
+        typer.echo(f"  {split:<5} {_format_scores(scores)}")
+
+
+@metanet_app.command("eval")
+def metanet_eval(
+    run_dir: Path,
+    zoo: Path = typer.Option(..., "--zoo", help="a zoo of an architecture the run can read"),
+    split: str = typer.Option("test", help="train | val | test (the run's split rule) | all"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """Score a trained run on a split of a zoo (Kendall tau and R^2, or accuracy)."""
+    from .metanet.train import check_device, load_run
+
+    scores = load_run(run_dir, device=check_device(device)).evaluate(zoo, split)
+    typer.echo(json.dumps(scores) if as_json else f"{run_dir} on {zoo} [{split}]: {_format_scores(scores)}")
 
 
 @app.command("demo")

@@ -181,6 +181,13 @@ class ParamLayout:
     def __contains__(self, name: object) -> bool:
         return any(e.name == name for e in self.entries)
 
+    def slot(self, entry: ParamEntry) -> str:
+        """A name for ``entry``'s place that is comparable across layouts of different depth:
+        ``role/layer/kind`` with the last layer called ``last`` (e.g. ``weight/last/weight``)."""
+        last = max(e.layer for e in self.entries)
+        layer = "last" if entry.layer == last else str(entry.layer)
+        return f"{entry.role}/{layer}/{entry.name.rsplit('.', 1)[-1]}"
+
     def dense_layers(self) -> list[tuple[ParamEntry, ParamEntry | None]]:
         """``(weight, bias or None)`` for each Linear/Conv layer, in order."""
         biases = {e.layer: e for e in self.entries if e.role == "bias"}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import SpecError
 from ..layout import ParamLayout
 from ..weightspace import WeightSpace
 
@@ -111,18 +112,61 @@ def weight_statistics(x: WeightSpace | Tensor, layout: ParamLayout) -> Tensor:
     return torch.cat(feats, dim=1)
 
 
-class StatNN(nn.Module):
-    """MLP on standardized weight statistics; call ``fit_normalization`` on training features."""
+def statistic_slots(layouts: Sequence[ParamLayout]) -> list[str]:
+    """Weight and bias slots (``ParamLayout.slot``) of one or more layouts, in first-seen order."""
+    slots: dict[str, None] = {}
+    for layout in layouts:
+        slots.update((layout.slot(e), None) for e in layout if e.role in ("weight", "bias"))
+    return list(slots)
 
-    def __init__(self, layout: ParamLayout, hidden: Sequence[int] = (256, 256), out_features: int = 1) -> None:
+
+def slot_statistics(flat: Tensor, layouts: Sequence[ParamLayout], layout_ids: Tensor, slots: Sequence[str]) -> Tensor:
+    """StatNN features ``[B, 7 * S]`` of members with different layouts, aligned by slot.
+
+    Member ``i`` has layout ``layouts[layout_ids[i]]`` (its row may be zero-padded); a slot its
+    layout lacks (a deeper net's middle layer) gets zeros.
+    """
+    column = {name: k for k, name in enumerate(slots)}
+    width = len(STATISTICS)
+    out = flat.new_zeros(flat.shape[0], width * len(slots))
+    for lid, layout in enumerate(layouts):
+        rows = (layout_ids == lid).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        feats = weight_statistics(flat[rows, : layout.size], layout)
+        cols = [column[layout.slot(e)] for e in layout if e.role in ("weight", "bias")]
+        idx = torch.tensor(cols, device=flat.device)[:, None] * width + torch.arange(width, device=flat.device)
+        out[rows[:, None], idx.flatten()[None, :]] = feats
+    return out
+
+
+class StatNN(nn.Module):
+    """MLP on standardized weight statistics; call ``fit_normalization`` on training features.
+
+    Given several layouts (a zoo mixing depths and widths) the statistics are aligned by slot.
+    """
+
+    def __init__(
+        self,
+        layout: ParamLayout | Sequence[ParamLayout],
+        hidden: Sequence[int] = (256, 256),
+        out_features: int = 1,
+        *,
+        slots: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
-        self.layout = layout
-        self.in_features = len(statistic_names(layout))
+        self.layouts = [layout] if isinstance(layout, ParamLayout) else list(layout)
+        self.slots = list(slots) if slots is not None else statistic_slots(self.layouts)
+        self.in_features = len(self.slots) * len(STATISTICS)
         self.hidden = tuple(hidden)
         self.out_features = out_features
         self.register_buffer("feature_mean", torch.zeros(self.in_features))
         self.register_buffer("feature_std", torch.ones(self.in_features))
         self.mlp = _mlp(self.in_features, self.hidden, out_features)
+
+    @property
+    def layout(self) -> ParamLayout:
+        return self.layouts[0]
 
     def reset_parameters(self) -> None:
         """Re-initialize the MLP and forget the normalization."""
@@ -139,13 +183,30 @@ class StatNN(nn.Module):
         self.feature_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
         return self
 
-    def features(self, x: WeightSpace | Tensor) -> Tensor:
-        """Standardized statistics ``[B, F]``."""
-        return (weight_statistics(x, self.layout) - self.feature_mean) / self.feature_std
+    def statistics(
+        self, x: WeightSpace | Tensor, layouts: Sequence[ParamLayout] | None = None, layout_ids: Tensor | None = None
+    ) -> Tensor:
+        """Raw statistics ``[B, F]``. Members have layout ``layouts[layout_ids[i]]`` (default:
+        this model's first layout); every slot they use must be one the model knows."""
+        flat = _as_flat(x)
+        layouts = self.layouts if layouts is None else list(layouts)
+        if layout_ids is None:
+            layout_ids = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+        unknown = set(statistic_slots(layouts)) - set(self.slots)
+        if unknown:
+            raise SpecError(
+                f"StatNN: these networks have layers the model was not trained on ({sorted(unknown)[:3]}); "
+                "use a zoo of the architectures it was trained on"
+            )
+        return slot_statistics(flat, layouts, layout_ids, self.slots)
 
-    def forward(self, x: WeightSpace | Tensor) -> Tensor:
+    def features(self, x: WeightSpace | Tensor, layouts=None, layout_ids: Tensor | None = None) -> Tensor:
+        """Standardized statistics ``[B, F]``."""
+        return (self.statistics(x, layouts, layout_ids) - self.feature_mean) / self.feature_std
+
+    def forward(self, x: WeightSpace | Tensor, layouts=None, layout_ids: Tensor | None = None) -> Tensor:
         """``[B, out_features]`` from a WeightSpace or ``[B, P]`` flat parameters."""
-        return self.mlp(self.features(x))
+        return self.mlp(self.features(x, layouts, layout_ids))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_features}, {self.out_features}, hidden={list(self.hidden)})"

@@ -1,0 +1,252 @@
+"""What a metanetwork learns from: a task on a zoo, members in memory, input normalization.
+
+``MetanetTask`` parses ``predict:<column>`` / ``classify:<column>``. ``ZooMembers`` holds the
+flat parameters of a set of members (rows zero-padded in mixed zoos), one layout and
+permutation spec per member, and targets. ``Normalizer`` standardizes parameters per
+(role, layer), which scales whole tensors and so keeps every permutation symmetry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..datasets.splits import SPLIT_NAMES, group_keys, split_indices
+from ..errors import SpecError, StoreError
+from ..layout import ParamLayout, PermutationSpec
+from ..zoo.store import ZooStore
+
+TASK_KINDS = {"predict": "regression", "classify": "classification"}
+
+
+@dataclass(frozen=True)
+class MetanetTask:
+    """Regression of a numeric column or classification of a column, read at one checkpoint."""
+
+    kind: str  # "regression" | "classification"
+    column: str
+    epoch: int = -1
+    classes: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, epoch: int = -1) -> MetanetTask:
+        """``predict:<metric or numeric hparam>`` or ``classify:<column>``."""
+        verb, sep, column = text.partition(":")
+        if not sep or verb not in TASK_KINDS or not column:
+            raise SpecError(f"--task {text!r}: write predict:<metric> (e.g. predict:test_acc) or classify:<column>")
+        return cls(TASK_KINDS[verb], column, epoch)
+
+    @property
+    def spec(self) -> str:
+        verb = "predict" if self.kind == "regression" else "classify"
+        return f"{verb}:{self.column}"
+
+    @property
+    def out_features(self) -> int:
+        return len(self.classes) if self.kind == "classification" else 1
+
+    def with_classes(self, zoo: ZooStore) -> MetanetTask:
+        """Fix the class list from the zoo's column (sorted string values), for classification."""
+        if self.kind != "classification":
+            return self
+        values = _column(zoo, self.column, None, self.epoch)
+        classes = tuple(sorted({_label(v) for v in values}))
+        if len(classes) < 2:
+            raise SpecError(f"{zoo.path}: column {self.column!r} has {len(classes)} distinct value(s); need >= 2")
+        return MetanetTask(self.kind, self.column, self.epoch, classes)
+
+    def targets(self, zoo: ZooStore, indices: np.ndarray) -> Tensor:
+        """``[n]`` float targets (regression) or class indices (classification)."""
+        values = _column(zoo, self.column, indices, self.epoch)
+        if self.kind == "classification":
+            lookup = {c: i for i, c in enumerate(self.classes)}
+            unknown = sorted({_label(v) for v in values} - set(lookup))
+            if unknown:
+                raise SpecError(
+                    f"{zoo.path}: column {self.column!r} has classes {unknown[:3]} the run was not trained on "
+                    f"(it knows {list(self.classes)[:5]}...)"
+                )
+            return torch.tensor([lookup[_label(v)] for v in values], dtype=torch.long)
+        if values.dtype == object:
+            raise SpecError(
+                f"{zoo.path}: column {self.column!r} holds strings; use classify:{self.column} instead of predict"
+            )
+        out = torch.as_tensor(values.astype(np.float32))
+        if not torch.isfinite(out).all():
+            raise SpecError(f"{zoo.path}: column {self.column!r} has NaN/inf values; it cannot be a target")
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MetanetTask:
+        return cls(data["kind"], data["column"], int(data.get("epoch", -1)), tuple(data.get("classes", ())))
+
+
+def _label(v) -> str:
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+def _column(zoo: ZooStore, name: str, indices, epoch: int) -> np.ndarray:
+    if name in zoo.metric_names:
+        return zoo.metric(name, indices, epoch=epoch)
+    if name in zoo.hparam_names:
+        return zoo.column(name, indices)
+    raise StoreError(
+        f"{zoo.path}: no column {name!r}; metrics are {zoo.metric_names}, hyperparameters {zoo.hparam_names}"
+    )
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How members are split into train/val/test (deterministic; see ``split_indices``)."""
+
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    group_by: tuple[str, ...] = ()
+
+    def indices(self, zoo: ZooStore) -> dict[str, np.ndarray]:
+        groups = group_keys([zoo.column(c) for c in self.group_by]) if self.group_by else None
+        return split_indices(len(zoo), self.fractions, seed=self.seed, groups=groups)
+
+    def select(self, zoo: ZooStore, split: str | None) -> np.ndarray:
+        if split is None or split == "all":
+            return np.arange(len(zoo))
+        if split not in SPLIT_NAMES:
+            raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} or 'all'")
+        return self.indices(zoo)[split]
+
+    def to_dict(self) -> dict:
+        return {"fractions": list(self.fractions), "seed": self.seed, "group_by": list(self.group_by)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SplitSpec:
+        return cls(tuple(data["fractions"]), int(data["seed"]), tuple(data.get("group_by", ())))
+
+
+@dataclass
+class ZooMembers:
+    """Members held in memory: flat parameters ``[n, P]``, per-member layout ids, targets."""
+
+    flat: Tensor
+    layout_ids: Tensor  # [n] index into ``layouts``
+    layouts: list[ParamLayout]
+    specs: list[PermutationSpec | None]
+    targets: Tensor | None = None
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.flat.shape[0]
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.layouts) > 1
+
+    def subset(self, positions: Tensor) -> ZooMembers:
+        targets = None if self.targets is None else self.targets[positions]
+        return ZooMembers(
+            self.flat[positions],
+            self.layout_ids[positions],
+            self.layouts,
+            self.specs,
+            targets,
+            self.indices[positions.cpu().numpy()],
+        )
+
+    def member_layouts(self) -> list[ParamLayout]:
+        return [self.layouts[i] for i in self.layout_ids.tolist()]
+
+    def member_specs(self) -> list[PermutationSpec | None]:
+        return [self.specs[i] for i in self.layout_ids.tolist()]
+
+
+def load_members(zoo: ZooStore, indices: np.ndarray, task: MetanetTask | None = None, epoch: int = -1) -> ZooMembers:
+    """Read members' parameters (one read), their layouts/specs (one per architecture) and targets."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        raise SpecError(f"{zoo.path}: no members selected (the zoo has {len(zoo)}; is the split empty?)")
+    flat = zoo.params(indices, epoch)
+    layouts, specs, ids = _member_layouts(zoo, indices)
+    targets = None if task is None else task.targets(zoo, indices)
+    return ZooMembers(flat, ids, layouts, specs, targets, indices)
+
+
+def _member_layouts(zoo: ZooStore, indices: np.ndarray) -> tuple[list[ParamLayout], list, Tensor]:
+    if not zoo.mixed:
+        return [zoo.layout], [zoo.perm_spec], torch.zeros(len(indices), dtype=torch.long)
+    keys: dict[str, int] = {}
+    layouts, specs, ids = [], [], []
+    for i in indices.tolist():
+        key = json.dumps(zoo.member_architecture(i), sort_keys=True)
+        if key not in keys:
+            keys[key] = len(layouts)
+            layouts.append(zoo.member_layout(i))
+            specs.append(zoo.member_perm_spec(i))
+        ids.append(keys[key])
+    return layouts, specs, torch.tensor(ids, dtype=torch.long)
+
+
+@dataclass
+class Normalizer:
+    """Per-group (role, layer) mean/std of parameters, fit on training members."""
+
+    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, members: ZooMembers) -> Normalizer:
+        sums: dict[str, list[float]] = {}
+        for lid, layout in enumerate(members.layouts):
+            rows = members.flat[members.layout_ids == lid].double()
+            for e in layout:
+                part = rows[:, e.offset : e.stop]
+                acc = sums.setdefault(layout.slot(e), [0.0, 0.0, 0.0])
+                acc[0] += part.numel()
+                acc[1] += part.sum().item()
+                acc[2] += (part**2).sum().item()
+        stats = {}
+        for key, (n, s, s2) in sums.items():
+            mean = s / max(n, 1)
+            std = max((s2 / max(n, 1) - mean**2), 0.0) ** 0.5
+            stats[key] = (mean, std if std > 1e-8 else 1.0)
+        return cls(stats)
+
+    def vectors(self, layout: ParamLayout) -> tuple[Tensor, Tensor]:
+        """Per-parameter shift and scale ``[P]`` for one layout (unknown groups pass through)."""
+        shift, scale = torch.zeros(layout.size), torch.ones(layout.size)
+        for e in layout:
+            mean, std = self.stats.get(layout.slot(e), (0.0, 1.0))
+            shift[e.offset : e.stop] = mean
+            scale[e.offset : e.stop] = std
+        return shift, scale
+
+    def apply(self, members: ZooMembers) -> ZooMembers:
+        """Standardized copy of ``members`` (padding stays zero)."""
+        flat = members.flat.clone()
+        for lid, layout in enumerate(members.layouts):
+            rows = members.layout_ids == lid
+            shift, scale = self.vectors(layout)
+            flat[rows, : layout.size] = (flat[rows, : layout.size] - shift) / scale
+        return ZooMembers(flat, members.layout_ids, members.layouts, members.specs, members.targets, members.indices)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) for k, v in self.stats.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Normalizer:
+        return cls({k: (float(v[0]), float(v[1])) for k, v in data.items()})
+
+
+def check_same_layout(members: ZooMembers, layout: ParamLayout, model: str, source: str) -> None:
+    """Raise SpecError unless every member has ``layout`` (models that read one fixed layout)."""
+    if members.mixed:
+        raise SpecError(f"{source}: members have different architectures; {model} reads one layout (use gmn or statnn)")
+    if members.layouts[0] != layout:
+        raise SpecError(
+            f"{source}: layout ({members.layouts[0].size} parameters) differs from the one {model} was built for "
+            f"({layout.size} parameters); evaluate on a zoo of the same architecture"
+        )

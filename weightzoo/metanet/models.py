@@ -1,0 +1,211 @@
+"""The metanetworks the trainer knows, each wrapped with the way it reads a batch of members.
+
+A ``Metanet`` maps :class:`~weightzoo.metanet.data.ZooMembers` to ``[B, out_features]``. Every
+kind has defaults, an input description fit from training members (the layout it reads, the
+statistic slots, the graph feature sizes) that goes into the run's ``config.json``, and a
+builder that recreates the network from that description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import SpecError
+from ..layout import ParamLayout
+from ..weightspace import WeightSpace
+from .baselines import DeepSets, FlatMLP, StatNN, statistic_slots
+from .data import ZooMembers, check_same_layout
+from .dws import DWSNet
+
+
+class Metanet(nn.Module):
+    """A metanetwork plus its input encoding; ``forward(members) -> [B, out_features]``."""
+
+    def __init__(self, kind: str, net: nn.Module) -> None:
+        super().__init__()
+        self.kind, self.net = kind, net
+
+    def check(self, members: ZooMembers, source: str) -> None:
+        """Raise SpecError if ``members`` are networks this model cannot read."""
+
+    def fit_inputs(self, members: ZooMembers) -> None:
+        """Fit input statistics on (normalized) training members; most models have none."""
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.kind}: {self.net!r})"
+
+
+class LayoutMetanet(Metanet):
+    """Reads members of one fixed layout, as flat vectors or as a WeightSpace."""
+
+    def __init__(self, kind: str, net: nn.Module, layout: ParamLayout, weight_space: bool) -> None:
+        super().__init__(kind, net)
+        self.layout, self.weight_space = layout, weight_space
+
+    def check(self, members: ZooMembers, source: str) -> None:
+        check_same_layout(members, self.layout, self.kind, source)
+
+    def forward(self, members: ZooMembers) -> Tensor:
+        flat = members.flat[:, : self.layout.size]
+        return self.net(WeightSpace.from_flat(flat, self.layout) if self.weight_space else flat)
+
+
+class StatMetanet(Metanet):
+    """StatNN: per-tensor statistics aligned by slot, so members may differ in architecture."""
+
+    def check(self, members: ZooMembers, source: str) -> None:
+        unknown = set(statistic_slots(members.layouts)) - set(self.net.slots)
+        if unknown:
+            raise SpecError(f"{source}: networks have layers the statnn run never saw ({sorted(unknown)[:3]})")
+
+    @torch.no_grad()
+    def fit_inputs(self, members: ZooMembers) -> None:
+        self.net.fit_normalization(self.net.statistics(members.flat, members.layouts, members.layout_ids))
+
+    def forward(self, members: ZooMembers) -> Tensor:
+        return self.net(members.flat, members.layouts, members.layout_ids.to(members.flat.device))
+
+
+class GraphMetanet(Metanet):
+    """GMN: members become parameter graphs (any architecture the graph builder knows)."""
+
+    def __init__(self, net: nn.Module, node_dim: int, edge_dim: int) -> None:
+        super().__init__("gmn", net)
+        self.node_dim, self.edge_dim = node_dim, edge_dim
+        self._builders: dict = {}
+
+    def graphs(self, members: ZooMembers):
+        from .graph import build_graphs
+
+        return build_graphs(
+            members.flat,
+            members.member_layouts(),
+            members.member_specs(),
+            node_dim=self.node_dim,
+            edge_dim=self.edge_dim,
+            cache=self._builders,
+        )
+
+    def check(self, members: ZooMembers, source: str) -> None:
+        node_dim, edge_dim = graph_dims(members)
+        if node_dim > self.node_dim or edge_dim > self.edge_dim:
+            raise SpecError(
+                f"{source}: graphs need node/edge features of width {node_dim}/{edge_dim}, the gmn run "
+                f"takes {self.node_dim}/{self.edge_dim} (bigger kernels or more norm parameters than it saw)"
+            )
+
+    def forward(self, members: ZooMembers) -> Tensor:
+        return self.net(self.graphs(members))
+
+
+def graph_dims(members: ZooMembers) -> tuple[int, int]:
+    """Widest node and edge features the members' graphs need."""
+    from .graph import GraphBuilder
+
+    builders = [GraphBuilder.from_layout(lay, spec) for lay, spec in zip(members.layouts, members.specs)]
+    return max(b.node_dim for b in builders), max(b.edge_dim for b in builders)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How the trainer builds one kind of metanetwork."""
+
+    name: str
+    defaults: dict[str, Any]
+    describe: Callable[[ZooMembers, str], dict]  # training members -> input description (JSON)
+    build: Callable[[dict, dict, int], Metanet]  # (args, input description, out_features) -> model
+    mixed: bool = False  # accepts zoos whose members differ in architecture
+
+
+def _one_layout(name: str) -> Callable[[ZooMembers, str], dict]:
+    def describe(members: ZooMembers, source: str) -> dict:
+        if members.mixed:
+            raise SpecError(
+                f"{source}: members have different architectures; {name} reads one layout (use gmn or statnn)"
+            )
+        return {"layout": members.layouts[0].to_dict()}
+
+    return describe
+
+
+def _layout(info: dict) -> ParamLayout:
+    return ParamLayout.from_dict(info["layout"])
+
+
+def _build_mlp(args: dict, info: dict, out: int) -> Metanet:
+    layout = _layout(info)
+    return LayoutMetanet("mlp", FlatMLP(layout, out_features=out, **args), layout, weight_space=False)
+
+
+def _build_deepsets(args: dict, info: dict, out: int) -> Metanet:
+    layout = _layout(info)
+    return LayoutMetanet("deepsets", DeepSets(layout, out_features=out, **args), layout, weight_space=True)
+
+
+def _describe_dws(members: ZooMembers, source: str) -> dict:
+    info = _one_layout("dws")(members, source)
+    try:
+        DWSNet(members.layouts[0], depth=1, spec=members.specs[0])  # validates the layout
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+    return info
+
+
+def _build_dws(args: dict, info: dict, out: int) -> Metanet:
+    layout = _layout(info)
+    return LayoutMetanet("dws", DWSNet(layout, out_features=out, **args), layout, weight_space=True)
+
+
+def _describe_statnn(members: ZooMembers, source: str) -> dict:
+    return {"slots": statistic_slots(members.layouts)}
+
+
+def _build_statnn(args: dict, info: dict, out: int) -> Metanet:
+    return StatMetanet("statnn", StatNN([], out_features=out, slots=info["slots"], **args))
+
+
+def _describe_gmn(members: ZooMembers, source: str) -> dict:
+    node_dim, edge_dim = graph_dims(members)
+    return {"node_dim": node_dim, "edge_dim": edge_dim}
+
+
+def _build_gmn(args: dict, info: dict, out: int) -> Metanet:
+    from .gmn import GMN
+
+    net = GMN(info["node_dim"], info["edge_dim"], out_features=out, **args)
+    return GraphMetanet(net, info["node_dim"], info["edge_dim"])
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    k.name: k
+    for k in (
+        ModelKind("mlp", {"hidden": [256, 256], "dropout": 0.1}, _one_layout("mlp"), _build_mlp),
+        ModelKind("statnn", {"hidden": [256, 256]}, _describe_statnn, _build_statnn, mixed=True),
+        ModelKind("deepsets", {"hidden": 64}, _one_layout("deepsets"), _build_deepsets),
+        ModelKind("dws", {"hidden_channels": 16, "depth": 3, "dropout": 0.0}, _describe_dws, _build_dws),
+        ModelKind("gmn", {"hidden": 64, "layers": 4}, _describe_gmn, _build_gmn, mixed=True),
+    )
+}
+
+
+def model_kind(name: str) -> ModelKind:
+    if name not in MODEL_KINDS:
+        raise SpecError(f"--model {name!r} is unknown; choose one of {sorted(MODEL_KINDS)}")
+    return MODEL_KINDS[name]
+
+
+def build_metanet(name: str, args: dict, info: dict, out_features: int) -> Metanet:
+    """Build a metanetwork of kind ``name`` with ``args`` over the defaults; bad args -> SpecError."""
+    kind = model_kind(name)
+    try:
+        return kind.build({**kind.defaults, **args}, info, out_features)
+    except TypeError as exc:
+        raise SpecError(f"model {name}: bad arguments {args} ({exc}); defaults are {kind.defaults}") from None
