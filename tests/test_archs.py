@@ -13,6 +13,7 @@ from weightzoo.zoo import archs, importers
 FAMILIES = {
     "mlp": (archs.mlp(40, [32, 16], 10), (5, 40), 40 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10),
     "mlp_wd": (archs.mlp_wd(40, 32, 2, 10), (5, 40), 2698),
+    "mlp_wd-residual": (archs.mlp_wd(4, 8, 3, 3, residual=True, norm="layernorm"), (5, 4), 56 + 2 * 88 + 27),
     "residual_mlp": (archs.residual_mlp(4, 8, 2, 3), (5, 4), 40 + 2 * 72 + 27),
     "residual_mlp-layernorm": (archs.residual_mlp(4, 8, 2, 3, norm="layernorm"), (5, 4), 40 + 2 * 88 + 27),
     "residual_mlp-batchnorm": (archs.residual_mlp(4, 8, 2, 3, norm="batchnorm"), (5, 4), 40 + 2 * 104 + 27),

@@ -59,10 +59,12 @@ MIXED = [
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-@pytest.mark.parametrize("family", ["mlp", "cnn1d"])
+@pytest.mark.parametrize("family", ["mlp", "cnn1d", "residual"])
 def test_vectorized_matches_the_loop(digits, optimizer, activation, family):
     if family == "mlp":
         arch = archs.mlp(64, [16, 16], 10, activation=activation)
+    elif family == "residual":  # skip blocks with LayerNorm: the autograd path
+        arch = archs.mlp_wd(64, 16, 3, 10, activation=activation, norm="layernorm", residual=True)
     else:
         arch = archs.cnn(1, [4, 4], 10, dim=1, kernel=5, stride=2, activation=activation)
     lr = 0.05 if optimizer == "sgd" else 3e-3

@@ -259,9 +259,22 @@ def mlp_wd(
     bias: bool = True,
     norm: str | None = None,
     dropout: float = 0.0,
+    residual: bool = False,
 ) -> dict:
-    """:func:`mlp` with ``depth`` hidden layers of ``width`` neurons, so both can vary per member."""
-    return mlp(in_features, [width] * depth, out_features, activation=activation, bias=bias, norm=norm, dropout=dropout)
+    """:func:`mlp` with ``depth`` hidden layers of ``width`` neurons, so both can vary per member;
+    with ``residual=True`` hidden layers 2..depth are skip blocks ``x + act(norm(Linear(x)))``."""
+    if not residual:
+        return mlp(
+            in_features, [width] * depth, out_features, activation=activation, bias=bias, norm=norm, dropout=dropout
+        )
+    if dropout or depth < 1:
+        raise SpecError("architecture mlp_wd: residual=True needs depth >= 1 and no dropout")
+    hidden = mlp(in_features, [width], out_features, activation=activation, bias=bias, norm=norm)["layers"][:-1]
+    block = [{"type": "linear", "in": width, "out": width, "bias": bias}, *_norm_layers(norm, width)]
+    block.append({"type": "act", "name": activation})
+    hidden += [{"type": "residual", "layers": copy.deepcopy(block)} for _ in range(depth - 1)]
+    hidden.append({"type": "linear", "in": width, "out": out_features, "bias": bias})
+    return {"family": "mlp_wd", "layers": hidden}
 
 
 @family("residual_mlp")

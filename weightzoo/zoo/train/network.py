@@ -20,7 +20,8 @@ from .randomness import dropout_factors_, hash32
 
 _DENSE = ("linear", "conv1d", "conv2d")
 _SPATIAL = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "gap1d", "gap2d")
-_SUPPORTED = (*_DENSE, *_SPATIAL, "act", "dropout", "flatten", "layernorm")
+_SUPPORTED = (*_DENSE, *_SPATIAL, "act", "dropout", "flatten", "layernorm", "residual")
+_IN_RESIDUAL = ("linear", "act", "layernorm")  # what a skip block on dense features may hold
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,26 @@ class Layer:
     names: tuple[str, ...]
     site: int  # index among hidden activations (dropout sites), -1 if not one
     in_place: ActRule | None = None  # an activation that may overwrite its input (a fresh layer output)
+    inner: tuple[Layer, ...] = ()  # the layers of a skip block (``x + inner(x)``)
 
 
 def compile_layers(arch: Mapping[str, Any], module: nn.Sequential, layout: ParamLayout) -> list[Layer]:
-    """Pair each architecture layer with its module, its layout names and its dropout site."""
-    specs = arch["layers"]
-    last_dense = max((i for i, d in enumerate(specs) if d["type"] in _DENSE), default=-1)
+    """Pair each architecture layer with its module, its layout names and its dropout site
+    (activations inside skip blocks are not dropout sites)."""
+    return _pair(arch["layers"], module, layout.names, "", sites=True)
+
+
+def _pair(specs, modules: nn.Sequential, names: list[str], prefix: str, sites: bool) -> list[Layer]:
+    last_dense = max((i for i, d in enumerate(specs) if d["type"] in (*_DENSE, "residual")), default=-1)
     layers, site = [], 0
-    for i, (d, m) in enumerate(zip(specs, module)):
-        names = tuple(n for n in layout.names if n.split(".", 1)[0] == str(i))
-        hidden = d["type"] == "act" and i < last_dense
+    for i, (d, m) in enumerate(zip(specs, modules)):
+        own = tuple(n for n in names if n.startswith(f"{prefix}{i}.") and n.count(".") == prefix.count(".") + 1)
+        hidden = sites and d["type"] == "act" and i < last_dense
         fresh = i > 0 and specs[i - 1]["type"] in (*_DENSE, "layernorm")  # its input is a new tensor
         rule = act_rule(m) if d["type"] == "act" and fresh else None
-        layers.append(Layer(d, m, names, site if hidden else -1, None if rule is None or rule.reads_input else rule))
+        inner = tuple(_pair(d["layers"], m, names, f"{prefix}{i}.", sites=False)) if d["type"] == "residual" else ()
+        in_place = None if rule is None or rule.reads_input else rule
+        layers.append(Layer(d, m, own, site if hidden else -1, in_place, inner))
         site += hidden
     return layers
 
@@ -57,6 +65,12 @@ def check_supported(arch: Mapping[str, Any]) -> None:
                 f"architecture: layers[{i}] type {d['type']!r} is not supported by the vectorized trainer; "
                 f"supported: {', '.join(_SUPPORTED)}"
             )
+        for j, inner in enumerate(d.get("layers", []) if d["type"] == "residual" else []):
+            if inner["type"] not in _IN_RESIDUAL:
+                raise SpecError(
+                    f"architecture: layers[{i}].layers[{j}] type {inner['type']!r} cannot sit in a skip block "
+                    f"for the vectorized trainer; supported there: {', '.join(_IN_RESIDUAL)}"
+                )
 
 
 def shape_input(arch: Mapping[str, Any], x: Tensor, batch_dims: int) -> Tensor:
@@ -134,7 +148,13 @@ class BatchedNet:
     def _run(self, h: Tensor, spatial: bool, start: int, params: Mapping[str, Tensor], drop: Dropout | None) -> Tensor:
         """Layers ``start:`` on ``h`` (``[n, features, batch]``, or ``[batch, n * C, *S]`` if ``spatial``)."""
         n = params[self.layers[self.first_dense].names[0]].shape[0]
-        for layer in self.layers[start:]:
+        h, spatial = self._apply(self.layers[start:], h, spatial, n, params, drop)
+        return _to_features(h, n) if spatial else h
+
+    def _apply(
+        self, layers, h: Tensor, spatial: bool, n: int, params: Mapping[str, Tensor], drop: Dropout | None
+    ) -> tuple[Tensor, bool]:
+        for layer in layers:
             kind = layer.spec["type"]
             if kind in _SPATIAL and not spatial:
                 raise SpecError(f"architecture: {kind} after a dense feature vector is not supported")
@@ -150,9 +170,13 @@ class BatchedNet:
                 h, spatial = _to_features(h.mean(dim=tuple(range(2, h.dim())), keepdim=True), n), False
             elif kind == "layernorm":
                 h = _layer_norm(h, spatial, layer, params)
+            elif kind == "residual":
+                if spatial:
+                    raise SpecError("architecture: skip blocks are supported on dense features only")
+                h = h + self._apply(layer.inner, h, False, n, params, None)[0]
             if drop is not None and layer.site >= 0:
                 h = h * _batched_dropout(h, spatial, drop, layer.site)
-        return _to_features(h, n) if spatial else h
+        return h, spatial
 
 
 def _dense(layer: Layer, params: Mapping[str, Tensor], h: Tensor, n: int) -> Tensor:
