@@ -137,6 +137,8 @@ def test_bad_state_dict_is_named():
 def test_unsupported_module_is_refused():
     with pytest.raises(SpecError, match="GRU"):
         PermutationSpec.from_module(nn.Sequential(nn.Linear(2, 3), nn.GRU(3, 3)))
+    with pytest.raises(SpecError, match="GraphBuilder.from_module"):  # not silently read as a Linear
+        PermutationSpec.from_module(nn.Sequential(nn.Linear(2, 4), nn.MultiheadAttention(4, 2)))
     with pytest.raises(SpecError, match="unknown type"):
         archs.build_module({"layers": [{"type": "transformer"}]})
 

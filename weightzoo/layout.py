@@ -459,6 +459,12 @@ class _SpecBuilder:
         return PermutationSpec(tuple(self.groups))
 
     def _visit(self, name: str, mod: nn.Module) -> None:
+        if isinstance(mod, nn.MultiheadAttention):
+            raise SpecError(
+                f"cannot derive a PermutationSpec: module {name!r} is nn.MultiheadAttention, whose "
+                "within-head symmetries a PermutationSpec does not describe; use "
+                "weightzoo.metanet.graph.GraphBuilder.from_module for attention networks"
+            )
         if getattr(mod, "weight_space_residual", False):
             self._residual(name, mod)
         elif next(mod.children(), None) is not None:

@@ -206,7 +206,11 @@ class StatNN(nn.Module):
 
     def forward(self, x: WeightSpace | Tensor, layouts=None, layout_ids: Tensor | None = None) -> Tensor:
         """``[B, out_features]`` from a WeightSpace or ``[B, P]`` flat parameters."""
-        return self.mlp(self.features(x, layouts, layout_ids))
+        return self.head(self.statistics(x, layouts, layout_ids))
+
+    def head(self, statistics: Tensor) -> Tensor:
+        """``[B, out_features]`` from raw statistics (computed once, e.g. for a whole training set)."""
+        return self.mlp((statistics - self.feature_mean) / self.feature_std)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_features}, {self.out_features}, hidden={list(self.hidden)})"

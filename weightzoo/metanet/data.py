@@ -9,7 +9,7 @@ permutation spec per member, and targets. ``Normalizer`` standardizes parameters
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -139,6 +139,7 @@ class ZooMembers:
     specs: list[PermutationSpec | None]
     targets: Tensor | None = None
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    extras: dict[str, Tensor] = field(default_factory=dict)  # per-member model inputs computed once
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -156,6 +157,16 @@ class ZooMembers:
             self.specs,
             targets,
             self.indices[positions.cpu().numpy()],
+            {k: v[positions.to(v.device)] for k, v in self.extras.items()},
+        )
+
+    def map(self, fn) -> ZooMembers:
+        """Apply ``fn`` to every tensor that has one row per member (e.g. to move to a device)."""
+        return replace(
+            self,
+            flat=fn(self.flat),
+            targets=None if self.targets is None else fn(self.targets),
+            extras={k: fn(v) for k, v in self.extras.items()},
         )
 
     def member_layouts(self) -> list[ParamLayout]:
@@ -231,7 +242,7 @@ class Normalizer:
             rows = members.layout_ids == lid
             shift, scale = self.vectors(layout)
             flat[rows, : layout.size] = (flat[rows, : layout.size] - shift) / scale
-        return ZooMembers(flat, members.layout_ids, members.layouts, members.specs, members.targets, members.indices)
+        return replace(members, flat=flat)
 
     def to_dict(self) -> dict:
         return {k: list(v) for k, v in self.stats.items()}

@@ -9,7 +9,7 @@ builder that recreates the network from that description.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,8 +33,12 @@ class Metanet(nn.Module):
     def check(self, members: ZooMembers, source: str) -> None:
         """Raise SpecError if ``members`` are networks this model cannot read."""
 
+    def prepare(self, members: ZooMembers) -> ZooMembers:
+        """Add per-member inputs that can be computed once (``members.extras``); default none."""
+        return members
+
     def fit_inputs(self, members: ZooMembers) -> None:
-        """Fit input statistics on (normalized) training members; most models have none."""
+        """Fit input statistics on prepared training members; most models have none."""
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.kind}: {self.net!r})"
@@ -64,11 +68,18 @@ class StatMetanet(Metanet):
             raise SpecError(f"{source}: networks have layers the statnn run never saw ({sorted(unknown)[:3]})")
 
     @torch.no_grad()
+    def prepare(self, members: ZooMembers) -> ZooMembers:
+        stats = self.net.statistics(members.flat, members.layouts, members.layout_ids)
+        return replace(members, extras={**members.extras, "statistics": stats})
+
     def fit_inputs(self, members: ZooMembers) -> None:
-        self.net.fit_normalization(self.net.statistics(members.flat, members.layouts, members.layout_ids))
+        self.net.fit_normalization(members.extras["statistics"])
 
     def forward(self, members: ZooMembers) -> Tensor:
-        return self.net(members.flat, members.layouts, members.layout_ids.to(members.flat.device))
+        stats = members.extras.get("statistics")
+        if stats is None:
+            stats = self.net.statistics(members.flat, members.layouts, members.layout_ids.to(members.flat.device))
+        return self.net.head(stats)
 
 
 class GraphMetanet(Metanet):

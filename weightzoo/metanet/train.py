@@ -100,7 +100,7 @@ class MetanetRun:
         indices = self.split.select(zoo, split)
         members = load_members(zoo, indices, self.task, self.task.epoch)
         self.model.check(members, str(zoo.path))
-        return self.normalizer.apply(members)
+        return self.model.prepare(self.normalizer.apply(members))
 
     @torch.no_grad()
     def predict_members(self, members: ZooMembers, batch_size: int = 256) -> Tensor:
@@ -204,11 +204,11 @@ def train_metanet(
     raw = {name: load_members(zoo, idx, task, task.epoch) for name, idx in parts.items() if len(idx)}
     info = kind.describe(raw["train"], str(zoo.path))
     normalizer = Normalizer.fit(raw["train"])
-    data = {name: normalizer.apply(m) for name, m in raw.items()}
-    target = _target_stats(task, data["train"].targets)
+    target = _target_stats(task, raw["train"].targets)
 
     torch.manual_seed(options.seed)
     net = build_metanet(model, model_args, info, task.out_features)
+    data = {name: net.prepare(normalizer.apply(m)) for name, m in raw.items()}
     net.fit_inputs(data["train"])
     net.to(options.device)
     history = _fit(net, task, target, data["train"], data["val"], options, progress)
@@ -310,10 +310,7 @@ def _target_stats(task: MetanetTask, y: Tensor) -> dict[str, float]:
 
 
 def _to(members: ZooMembers, device) -> ZooMembers:
-    targets = None if members.targets is None else members.targets.to(device)
-    return ZooMembers(
-        members.flat.to(device), members.layout_ids, members.layouts, members.specs, targets, members.indices
-    )
+    return members.map(lambda t: t.to(device))
 
 
 def check_device(device: str) -> str:

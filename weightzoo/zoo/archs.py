@@ -214,14 +214,14 @@ def family(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
 
 
 def _norm_layers(norm: str | None, num: int) -> list[dict]:
-    """The normalization layer after a ``num``-wide linear layer: none, BatchNorm or LayerNorm."""
-    if norm is None:
+    """The normalization layer after a ``num``-wide linear layer: none (None or "none"), BatchNorm or LayerNorm."""
+    if norm is None or norm == "none":
         return []
     if norm == "batchnorm":
         return [{"type": "batchnorm1d", "num": num}]
     if norm == "layernorm":
         return [{"type": "layernorm", "num": num}]
-    raise SpecError(f"architecture: norm {norm!r} is not one of None, 'batchnorm', 'layernorm'")
+    raise SpecError(f"architecture: norm {norm!r} is not one of 'none', 'batchnorm', 'layernorm'")
 
 
 @family("mlp")

@@ -1,0 +1,212 @@
+"""GMN: invariant/equivariant to hidden-neuron permutations of the input network, not to input
+ones; mixed batches; bad input. Symmetry checks run in float64 so a 1e-5 tolerance is meaningful.
+"""
+
+import copy
+
+import pytest
+import torch
+from test_graph import TinyAttention
+
+from weightzoo.errors import SpecError
+from weightzoo.layout import ParamLayout
+from weightzoo.metanet.gmn import GMN, EdgeUpdateConv
+from weightzoo.metanet.graph import GraphBuilder, build_graphs
+from weightzoo.zoo import archs
+
+TOL = 1e-5
+ARCHS = {
+    "mlp": (archs.mlp(3, [5, 4], 2), "vector"),
+    "cnn2d-gap": (archs.cnn(2, [3, 4], 2, kernel=3), "vector"),
+    "cnn2d-flatten": (archs.cnn(2, [3], 2, kernel=3, head="flatten", flat_features=3 * 16), "vector"),
+    "cnn2d-positions": (archs.cnn(2, [3, 3], 2, kernel=2, batchnorm=True), "positions"),
+    "cnn1d": (archs.cnn1d(2, (3, 3), 2), "vector"),
+    "mlp-batchnorm": (archs.mlp(3, [5, 4], 2, norm="batchnorm"), "vector"),
+    "mlp-layernorm": (archs.mlp(3, [5, 4], 2, norm="layernorm"), "vector"),
+    "residual": (archs.residual_mlp(3, 4, 2, 2, norm="layernorm"), "vector"),
+}
+
+
+def _setup(name, batch=2, seed=0):
+    """Builder, layout, spec and random float64 parameters of one architecture."""
+    arch, conv_mode = ARCHS[name]
+    _, layout, spec = archs.describe(arch)
+    flat = torch.randn(batch, layout.size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return GraphBuilder.from_layout(layout, spec, conv_mode=conv_mode), layout, spec, flat
+
+
+def _spec_move(layout, spec, seed):
+    """A random hidden-neuron permutation from ``spec``, acting on flat parameters ``[B, P]``."""
+    action = spec.random_action(torch.Generator().manual_seed(seed), sign=False, scale=None)
+
+    def move(flat):
+        moved = spec.apply(layout.unflatten(flat), action, batch_dims=1)
+        return torch.cat([moved[e.name].reshape(flat.shape[0], -1) for e in layout], dim=1)
+
+    return move
+
+
+def _attention_move(layout):
+    """Permute the embedding neurons, query/key rows jointly within heads, value rows with
+    out_proj columns within heads, and out_proj rows with the head's columns."""
+    pe, pqk, pv, po = (torch.tensor(p) for p in ([2, 0, 3, 1], [1, 0, 3, 2], [0, 1, 3, 2], [3, 1, 0, 2]))
+    rows = torch.cat([pqk, 4 + pqk, 8 + pv])
+
+    def move(flat):
+        p = dict(layout.unflatten(flat))
+        p["embed.weight"], p["embed.bias"] = p["embed.weight"][:, pe], p["embed.bias"][:, pe]
+        p["attn.in_proj_weight"] = p["attn.in_proj_weight"][:, rows][:, :, pe]
+        p["attn.in_proj_bias"] = p["attn.in_proj_bias"][:, rows]
+        p["attn.out_proj.weight"] = p["attn.out_proj.weight"][:, po][:, :, pv]
+        p["attn.out_proj.bias"] = p["attn.out_proj.bias"][:, po]
+        p["head.weight"] = p["head.weight"][:, :, po]
+        return torch.cat([p[e.name].reshape(flat.shape[0], -1) for e in layout], dim=1)
+
+    return move
+
+
+def _correspondence(builder, move):
+    """Node and edge maps: node ``n`` (edge ``k``) of a moved network's graph is node
+    ``nodes[n]`` (edge ``edges[k]``) of the original's. Found by tagging every parameter with
+    a distinct number and matching biases; the graphs must then agree everywhere."""
+    tags = torch.arange(1, builder.layout.size + 1, dtype=torch.float64).unsqueeze(0)
+    g0, g1 = builder.build(tags), builder.build(move(tags))
+    where = {float(t): n for n, t in enumerate(g0.x[:, 0]) if t > 0}
+    nodes = torch.tensor([where[float(t)] if t > 0 else n for n, t in enumerate(g1.x[:, 0])])
+    key = torch.stack([g0.edge_index[0], g0.edge_index[1], g0.edge_type, g0.edge_pos]).t().tolist()
+    find = {tuple(k): i for i, k in enumerate(key)}
+    moved = torch.stack([nodes[g1.edge_index[0]], nodes[g1.edge_index[1]], g1.edge_type, g1.edge_pos]).t().tolist()
+    edges = torch.tensor([find[tuple(k)] for k in moved])
+    torch.testing.assert_close(g1.x, g0.x[nodes], atol=0, rtol=0)
+    torch.testing.assert_close(g1.edge_attr, g0.edge_attr[edges], atol=0, rtol=0)
+    return nodes, edges
+
+
+def _gmn(builder, readout="invariant", seed=0):
+    torch.manual_seed(seed)
+    return GMN(builder.node_dim, builder.edge_dim, hidden=16, layers=2, out_features=3, readout=readout).double()
+
+
+def _check_symmetry(builder, flat, move):
+    """Invariant readout unchanged; node and edge readouts permuted like the graph."""
+    nodes, edges = _correspondence(builder, move)
+    moved = move(flat)
+    readouts = (("invariant", None, 1), ("node", nodes, builder.num_nodes), ("edge", edges, builder.num_edges))
+    for readout, perm, size in readouts:
+        net = _gmn(builder, readout).eval()
+        out, out_moved = net(builder.build(flat)), net(builder.build(moved))
+        if perm is not None:  # batch-wide index: graph b's item n moves to b * size + perm[n]
+            full = (torch.arange(flat.shape[0])[:, None] * size + perm).reshape(-1)
+            out = out[full]
+        torch.testing.assert_close(out_moved, out, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_invariant_and_equivariant_to_hidden_permutations(name):
+    builder, layout, spec, flat = _setup(name)
+    for seed in range(2):
+        _check_symmetry(builder, flat, _spec_move(layout, spec, seed))
+
+
+def _input_move(layout):
+    """Rotate the input neurons/channels: columns of the first weight."""
+    first = layout.dense_layers()[0][0]
+
+    def move(flat):
+        p = dict(layout.unflatten(flat))
+        p[first.name] = p[first.name][:, :, [*range(1, first.shape[1]), 0]]
+        return torch.cat([p[e.name].reshape(flat.shape[0], -1) for e in layout], dim=1)
+
+    return move
+
+
+def _check_input_sensitivity(builder, layout, flat):
+    """Rotating input neurons changes the invariant output, and node outputs are not merely
+    rotated along (input nodes are told apart by their position)."""
+    moved = _input_move(layout)(flat)
+    net = _gmn(builder).eval()
+    assert (net(builder.build(moved)) - net(builder.build(flat))).abs().max() > 1e-3
+    n_in = layout.dense_layers()[0][0].shape[1]
+    rotated = torch.arange(builder.num_nodes)
+    rotated[:n_in] = rotated[:n_in].roll(-1)
+    full = (torch.arange(flat.shape[0])[:, None] * builder.num_nodes + rotated).reshape(-1)
+    net = _gmn(builder, "node").eval()
+    assert (net(builder.build(moved)) - net(builder.build(flat))[full]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_not_invariant_to_input_permutation(name):
+    builder, layout, _, flat = _setup(name)
+    _check_input_sensitivity(builder, layout, flat)
+
+
+def test_attention_symmetries():
+    module = TinyAttention().double().eval()
+    layout = ParamLayout.from_module(module)
+    builder = GraphBuilder.from_module(module)
+    flat = torch.stack([layout.flatten(module.state_dict()).double(), torch.randn(layout.size, dtype=torch.float64)])
+    move = _attention_move(layout)
+    # the hand-made permutation is a symmetry of the attention network itself
+    other = copy.deepcopy(module)
+    other.load_state_dict(layout.unflatten(move(flat[:1])[0]))
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(other(x), module(x), atol=1e-10, rtol=0)
+    _check_symmetry(builder, flat, move)
+    _check_input_sensitivity(builder, layout, flat)
+
+
+def test_mixed_batch_equals_members_alone():
+    names = ["mlp", "residual", "cnn2d-gap", "mlp-batchnorm", "mlp"]
+    setups = [_setup(n, batch=1, seed=i) for i, n in enumerate(names)]
+    P = max(layout.size for _, layout, _, _ in setups)
+    flat = torch.zeros(len(names), P, dtype=torch.float64)
+    for i, (_, layout, _, f) in enumerate(setups):
+        flat[i, : layout.size] = f[0]
+    batch = build_graphs(flat, [s[1] for s in setups], [s[2] for s in setups])
+    node_dim, edge_dim = batch.x.shape[1], batch.edge_attr.shape[1]
+    for readout in ("invariant", "node"):
+        torch.manual_seed(0)
+        net = GMN(node_dim, edge_dim, hidden=16, layers=2, readout=readout).double().eval()
+        together = net(batch)
+        alone = [net(b.padded(node_dim, edge_dim).build(f)) for b, _, _, f in setups]
+        torch.testing.assert_close(together, torch.cat(alone), atol=1e-10, rtol=0)
+
+
+def test_gradients_reset_and_repr():
+    builder, _, _, flat = _setup("cnn2d-gap", batch=3)
+    net = GMN(builder.node_dim, builder.edge_dim, hidden=8, layers=2, dropout=0.1)
+    net(builder.build(flat.float())).pow(2).mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert net.convs[0].messages[1].weight.grad.abs().sum() > 0  # backward messages are used
+    before = [p.clone() for p in net.parameters()]
+    net.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert repr(net.convs[0]) == "EdgeUpdateConv(8, aggregators=['mean', 'max', 'sum', 'std'])"
+    assert "readout='invariant'" in repr(net)
+
+
+def test_bad_input_raises_spec_error():
+    builder, _, _, flat = _setup("mlp-batchnorm")
+    graphs = builder.build(flat.float())
+    with pytest.raises(SpecError, match="GMN takes node features of width 3, the graphs have 5; build them with"):
+        GMN(3, builder.edge_dim)(graphs)
+    with pytest.raises(SpecError, match="GMN takes edge features of width 2"):
+        GMN(builder.node_dim, 2)(graphs)
+    with pytest.raises(SpecError, match="node_layer up to 3, but max_layers=3"):
+        GMN(builder.node_dim, builder.edge_dim, max_layers=3)(graphs)
+    with pytest.raises(SpecError, match="readout 'graph'"):
+        GMN(1, 1, readout="graph")
+    with pytest.raises(SpecError, match="bad aggregators"):
+        EdgeUpdateConv(4, aggregators=("mean", "nope"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda():
+    layouts = [_setup(n)[1] for n in ("mlp", "cnn2d-gap")]
+    specs = [_setup(n)[2] for n in ("mlp", "cnn2d-gap")]
+    flat = torch.randn(2, max(lay.size for lay in layouts), device="cuda")
+    batch = build_graphs(flat, layouts, specs)
+    net = GMN(batch.x.shape[1], batch.edge_attr.shape[1], hidden=8, layers=2).cuda()
+    out = net(batch)
+    assert out.device.type == "cuda" and out.shape == (2, 1)
+    torch.testing.assert_close(out[1:], net(build_graphs(flat[1:], layouts[1:], specs[1:], node_dim=1, edge_dim=9)))

@@ -1,0 +1,188 @@
+"""Graph metanetwork (GMN): message passing over parameter graphs (see :mod:`.graph`).
+
+Following neural graphs (Kofinas et al. 2024) and Graph Metanetworks (Lim et al. 2024), every
+layer updates each edge from its two endpoints and each node from PNA-style aggregations
+(Corso et al. 2020) of its incoming and, separately, its outgoing edges, so information flows
+both forward and backward through the network the graph describes. The model only sees node
+and edge attributes, so it is invariant (pooled readout) or equivariant (node/edge readout) to
+every relabelling of the graph's nodes that preserves them: the hidden-neuron permutations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.aggr import MultiAggregation
+from torch_geometric.utils import scatter
+
+from ..errors import SpecError
+from .graph import EdgeType, NodeType
+
+READOUTS = ("invariant", "node", "edge")
+
+
+def _mlp(in_features: int, hidden: int, out_features: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, out_features)
+    )
+
+
+class EdgeUpdateConv(MessagePassing):
+    """One round of message passing with edge features.
+
+    ``e' = MLP([x_src, x_dst, e])``; node ``i`` then aggregates ``W_f [x_src, e']`` over its
+    incoming edges and ``W_b [x_dst, e']`` over its outgoing ones with every aggregator, and
+    ``x' = MLP([x, agg_in, agg_out])``. Returns ``(x', e')``.
+    """
+
+    def __init__(self, channels: int, aggregators: Sequence[str] = ("mean", "max", "sum", "std")) -> None:
+        try:
+            aggr = MultiAggregation(list(aggregators))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SpecError(f"EdgeUpdateConv: bad aggregators {list(aggregators)} ({exc})") from None
+        super().__init__(aggr=aggr)
+        self.channels, self.aggregators = channels, tuple(aggregators)
+        self.edge_mlp = _mlp(3 * channels, channels, channels)
+        self.messages = nn.ModuleList(nn.Linear(2 * channels, channels) for _ in range(2))  # forward, backward
+        self.node_mlp = _mlp((1 + 2 * len(self.aggregators)) * channels, channels, channels)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+        edge_attr = self.edge_updater(edge_index, x=x, edge_attr=edge_attr)
+        incoming = self.propagate(edge_index, x=x, edge_attr=edge_attr, direction=0)
+        outgoing = self.propagate(edge_index.flip(0), x=x, edge_attr=edge_attr, direction=1)
+        return self.node_mlp(torch.cat([x, incoming, outgoing], dim=-1)), edge_attr
+
+    def edge_update(self, x_i: Tensor, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return self.edge_mlp(torch.cat([x_j, x_i, edge_attr], dim=-1))
+
+    def message(self, x_j: Tensor, edge_attr: Tensor, direction: int) -> Tensor:
+        return self.messages[direction](torch.cat([x_j, edge_attr], dim=-1))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.channels}, aggregators={list(self.aggregators)})"
+
+
+class GMN(nn.Module):
+    """Graph metanetwork over the batches :func:`~weightzoo.metanet.graph.build_graphs` makes.
+
+    Embeds node/edge features plus their type, layer and position, runs ``layers`` rounds of
+    :class:`EdgeUpdateConv` with residual updates and LayerNorm, then reads out per graph
+    (``"invariant"``: ``[num_graphs, out_features]`` from the mean and max of nodes and of edges
+    and, since input and output neurons are not exchangeable, their sums with learned
+    per-position weights, like DWSNet's per-position maps on fixed axes), per node (``"node"``:
+    ``[num_nodes, out_features]``) or per edge (``"edge"``: ``[num_edges, out_features]``, from
+    the edge and its endpoints).
+    """
+
+    def __init__(
+        self,
+        node_dim: int,
+        edge_dim: int,
+        hidden: int = 64,
+        layers: int = 4,
+        out_features: int = 1,
+        readout: str = "invariant",
+        aggregators: Sequence[str] = ("mean", "max", "sum", "std"),
+        dropout: float = 0.0,
+        max_layers: int = 64,
+        max_pos: int = 1024,
+    ) -> None:
+        super().__init__()
+        if readout not in READOUTS:
+            raise SpecError(f"GMN: readout {readout!r} is not one of {READOUTS}")
+        if layers < 1 or hidden < 1:
+            raise SpecError(f"GMN: layers and hidden must be >= 1, got layers={layers}, hidden={hidden}")
+        self.node_dim, self.edge_dim, self.readout = node_dim, edge_dim, readout
+        self.max_layers, self.max_pos = max_layers, max_pos
+        self.node_in = nn.Linear(node_dim, hidden)
+        self.edge_in = nn.Linear(edge_dim, hidden)
+        self.node_embed = nn.ModuleDict(
+            {
+                "node_type": nn.Embedding(len(NodeType), hidden),
+                "node_layer": nn.Embedding(max_layers, hidden),
+                "node_pos": nn.Embedding(max_pos, hidden),
+            }
+        )
+        self.edge_embed = nn.ModuleDict(
+            {
+                "edge_type": nn.Embedding(len(EdgeType), hidden),
+                "edge_layer": nn.Embedding(max_layers, hidden),
+                "edge_pos": nn.Embedding(max_pos, hidden),
+            }
+        )
+        self.convs = nn.ModuleList(EdgeUpdateConv(hidden, aggregators) for _ in range(layers))
+        self.node_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.edge_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.fixed_weight = nn.Embedding(max_pos, hidden, padding_idx=0)  # per-position readout of inputs/outputs
+        head_in = {"invariant": 6 * hidden, "node": hidden, "edge": 3 * hidden}[readout]
+        self.head = _mlp(head_in, hidden, out_features, dropout)
+
+    def reset_parameters(self) -> None:
+        """Re-initialize every layer."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(self, data: Data | Batch) -> Tensor:
+        self._check(data)
+        edge_index = data.edge_index
+        x = self.node_in(data.x) + sum(emb(data[k]) for k, emb in self.node_embed.items())
+        e = self.edge_in(data.edge_attr) + sum(emb(data[k]) for k, emb in self.edge_embed.items())
+        for conv, node_norm, edge_norm in zip(self.convs, self.node_norms, self.edge_norms):
+            dx, de = conv(x, edge_index, e)
+            x = node_norm(x + self.dropout(dx))
+            e = edge_norm(e + self.dropout(de))
+        if self.readout == "node":
+            return self.head(x)
+        if self.readout == "edge":
+            return self.head(torch.cat([x[edge_index[0]], x[edge_index[1]], e], dim=-1))
+        batch = data.batch if data.batch is not None else edge_index.new_zeros(x.shape[0])
+        graphs = data.num_graphs if isinstance(data, Batch) else 1
+        edge_batch = batch[edge_index[0]]
+        pooled = [
+            scatter(t, index, dim=0, dim_size=graphs, reduce=reduce)
+            for t, index in ((x, batch), (e, edge_batch))
+            for reduce in ("mean", "max")
+        ]
+        # input and output neurons are not exchangeable: sum them with per-position weights
+        side = 2 * batch + (data.node_type == NodeType.OUTPUT).long()
+        fixed = scatter(self.fixed_weight(data.node_pos) * x, side, dim=0, dim_size=2 * graphs, reduce="sum")
+        return self.head(torch.cat([*pooled, fixed.reshape(graphs, -1)], dim=-1))
+
+    def _check(self, data: Data | Batch) -> None:
+        """SpecError for graphs built with other feature widths or too deep/wide for the embeddings."""
+        for what, got, want in (
+            ("node", data.x.shape[-1], self.node_dim),
+            ("edge", data.edge_attr.shape[-1], self.edge_dim),
+        ):
+            if got != want:
+                raise SpecError(
+                    f"GMN takes {what} features of width {want}, the graphs have {got}; "
+                    f"build them with {what}_dim={want}"
+                )
+        keys = ("node_layer", "edge_layer", "node_pos", "edge_pos")
+        highest = torch.stack([data[k].max() if data[k].numel() else data[k].new_zeros(()) for k in keys]).tolist()
+        for key, top in zip(keys, highest):
+            limit = self.max_layers if key.endswith("layer") else self.max_pos
+            name = "max_layers" if key.endswith("layer") else "max_pos"
+            if top >= limit:
+                raise SpecError(
+                    f"GMN: graphs have {key} up to {top}, but {name}={limit}; build the GMN with {name}>{top}"
+                )
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(node_dim={self.node_dim}, edge_dim={self.edge_dim}, "
+            f"hidden={self.node_in.out_features}, layers={len(self.convs)}, readout={self.readout!r})"
+        )
