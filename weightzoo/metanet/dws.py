@@ -58,17 +58,12 @@ def _mix(x: Tensor, w: Tensor) -> Tensor:
     """Channel mixing ``[B, F, a, b] x [F, Co, pa, pb] -> [B, Co, ., .]``; size 1 broadcasts.
 
     An axis of size 1 in ``w`` means one matrix shared by all positions; an axis of size 1 in
-    ``x`` means a pooled quantity. The einsum drops size-1 axes, so nothing is expanded in memory.
+    ``x`` means a pooled quantity. Positions become batch dimensions of one ``matmul``.
     """
-    xs, ws, out, shape = "bf", "fc", "bc", [x.shape[0], w.shape[1]]
-    for axis, name in ((2, "i"), (3, "j")):
-        xs += name if x.shape[axis] > 1 else ""
-        ws += name if w.shape[axis] > 1 else ""
-        shape.append(max(x.shape[axis], w.shape[axis]))
-        out += name if shape[-1] > 1 else ""
-    x = x.reshape([d for k, d in enumerate(x.shape) if k < 2 or d > 1])
-    w = w.reshape([d for k, d in enumerate(w.shape) if k < 2 or d > 1])
-    return torch.einsum(f"{xs},{ws}->{out}", x, w).reshape(shape)
+    if w.shape[2] == w.shape[3] == 1:  # one matrix for every position: a single GEMM
+        return (x.movedim(1, -1) @ w[:, :, 0, 0]).movedim(-1, 1)
+    out = torch.matmul(x.permute(2, 3, 0, 1), w.permute(2, 3, 0, 1))  # [a, b, B, Co]
+    return out.permute(2, 3, 0, 1)
 
 
 class DWSLayer(nn.Module):
