@@ -214,8 +214,10 @@ def family(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
 
 
 def _norm_layers(norm: str | None, num: int) -> list[dict]:
-    """The normalization layer after a ``num``-wide linear layer: none (None or "none"), BatchNorm or LayerNorm."""
-    if norm is None or norm == "none":
+    """The normalization layer after a ``num``-wide linear layer: none, BatchNorm or LayerNorm.
+
+    "none" and "None" mean None too: a hyperparameter column stores a None grid value as text."""
+    if norm is None or norm in ("none", "None"):
         return []
     if norm == "batchnorm":
         return [{"type": "batchnorm1d", "num": num}]
