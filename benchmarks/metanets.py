@@ -147,7 +147,9 @@ def main() -> None:
         )
     print(f"GMN memory per graph: {out.get('gmn_bytes_per_graph', 0) / 1024:.1f} KiB (batch 64, float32)")
     out["targets_met"] = _targets(out)
-    out.update(zoos="quick" if args.quick else "full", epochs=epochs, torch=torch.__version__, threads=torch.get_num_threads())
+    out.update(
+        zoos="quick" if args.quick else "full", epochs=epochs, torch=torch.__version__, threads=torch.get_num_threads()
+    )
     print(json.dumps(out))
 
 

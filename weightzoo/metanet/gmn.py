@@ -80,7 +80,9 @@ class EdgeUpdateConv(MessagePassing):
     def message(self, node_part_j: Tensor, edge_part: Tensor) -> Tensor:
         return node_part_j + edge_part
 
-    def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None, dim_size: int | None = None) -> Tensor:
+    def aggregate(
+        self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None, dim_size: int | None = None
+    ) -> Tensor:
         """Every requested aggregator, concatenated; sums of 1, m and m^2 come from one scatter."""
         c = self.channels
         ones = inputs.new_ones(inputs.shape[0], 1)
