@@ -44,3 +44,13 @@ def randomize_module(module: nn.Module, scale: float = 0.5) -> None:
         for m in module.modules():
             if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+@pytest.fixture(scope="session")
+def mixed_zoo(tmp_path_factory):
+    """The shipped tiny-mnist1d-mixed zoo (24 members of 16 architectures), built once per session."""
+    from weightzoo.zoo.build import build_zoo
+
+    path = tmp_path_factory.mktemp("mixed") / "mixed.zarr"
+    build_zoo("tiny-mnist1d-mixed", path)
+    return path

@@ -8,6 +8,7 @@ from conftest import make_zoo
 from weightzoo.datasets import WeightDataset, collate, split_indices
 from weightzoo.errors import SpecError, StoreError
 from weightzoo.weightspace import WeightSpace
+from weightzoo.zoo.store import open_zoo
 
 
 @pytest.fixture
@@ -120,3 +121,25 @@ def test_collate_of_single_samples(zoo_path):
     ds = WeightDataset(path, target="test_acc")
     ws, y = collate([ds[0], ds[3]])
     assert len(ws) == 2 and y.shape == (2,)
+
+
+def test_graph_dataset_serves_a_mixed_zoo(mixed_zoo):
+    from weightzoo.datasets import GraphDataset
+    from weightzoo.metanet.graph import GraphBuilder
+
+    zoo = open_zoo(mixed_zoo)
+    ds = GraphDataset(zoo, target="test_acc", split="train")
+    assert len(ds) == 19 and len(ds.layouts) > 1
+    batch = next(iter(ds.loader(batch_size=8, shuffle=False)))
+    assert batch.num_graphs == 8 and batch.y.shape == (8,)
+    for g in (0, 5):  # graph g is member ds.indices[g], as its own architecture builds it alone
+        i = int(ds.indices[g])
+        layout = zoo.member_layout(i)
+        alone = GraphBuilder.from_layout(layout, zoo.member_perm_spec(i)).padded(ds.node_dim, ds.edge_dim)
+        single = alone.build(zoo.params([i])[:, : layout.size])
+        torch.testing.assert_close(batch[g].x, single[0].x)
+        torch.testing.assert_close(batch[g].edge_attr, single[0].edge_attr)
+        assert torch.equal(batch[g].edge_index, single[0].edge_index)
+    assert batch.y[0].item() == pytest.approx(zoo.metric("test_acc", [int(ds.indices[0])])[0])
+    labels = GraphDataset(zoo, target="norm")
+    assert labels.classes == ["None", "layernorm"] and set(labels.targets.tolist()) == {0, 1}

@@ -10,7 +10,6 @@ from weightzoo.cli import main
 from weightzoo.metanet.data import MetanetTask, Normalizer, load_members
 from weightzoo.metanet.train import TrainOptions, load_run, train_metanet
 from weightzoo.zoo import archs
-from weightzoo.zoo.build import build_zoo
 from weightzoo.zoo.store import ZooStore, open_zoo
 
 MODELS = ["mlp", "statnn", "deepsets", "dws", "gmn"]
@@ -45,13 +44,6 @@ def mlp_zoo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cnn_zoo(tmp_path_factory):
     return scaled_zoo(tmp_path_factory.mktemp("zoo") / "cnn.zarr", archs.cnn(1, [2, 3], 2, dim=1), members=40)
-
-
-@pytest.fixture(scope="module")
-def mixed_zoo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zoo") / "mixed.zarr"
-    build_zoo("tiny-mnist1d-mixed", path)
-    return path
 
 
 @pytest.mark.parametrize("model", MODELS)

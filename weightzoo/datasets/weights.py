@@ -77,6 +77,49 @@ class _ChunkReader:
         return out
 
 
+def select_members(zoo: ZooStore, split: str | None, fractions, seed: int, group_by) -> np.ndarray:
+    """Member indices of ``split`` (None: all), drawn by :func:`split_indices`."""
+    if split is None:
+        return np.arange(len(zoo))
+    if split not in SPLIT_NAMES:
+        raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} (or None for all members)")
+    groups = None
+    if group_by is not None:
+        cols = [group_by] if isinstance(group_by, str) else list(group_by)
+        groups = group_keys([zoo.column(c) for c in cols])
+    return split_indices(len(zoo), fractions, seed=seed, groups=groups)[split]
+
+
+def load_targets(
+    zoo: ZooStore, indices: np.ndarray, target: str | Sequence[str] | None, epoch: int
+) -> tuple[Tensor | None, list[str] | None]:
+    """Targets of members: metrics (at ``epoch``) or hyperparameter columns; string columns
+    become class indices over the whole zoo's values (returned as the class list)."""
+    if target is None:
+        return None, None
+    names = [target] if isinstance(target, str) else list(target)
+    columns, classes = [], None
+    for name in names:
+        if name in zoo.metric_names:
+            values = zoo.metric(name, indices, epoch=epoch)
+        elif name in zoo.hparam_names:
+            values = zoo.column(name, indices)
+        else:
+            raise StoreError(
+                f"{zoo.path}: target {name!r} is neither a metric {zoo.metric_names} "
+                f"nor a hyperparameter {zoo.hparam_names}"
+            )
+        if values.dtype == object:  # categorical: class indices over the whole zoo's values
+            classes = sorted({str(v) for v in zoo.column(name)})
+            lookup = {c: i for i, c in enumerate(classes)}
+            columns.append(torch.tensor([lookup[str(v)] for v in values], dtype=torch.long))
+        else:
+            columns.append(torch.as_tensor(values.astype(np.float32)))
+    if len(columns) == 1:
+        return columns[0], classes
+    return torch.stack([c.float() for c in columns], dim=1), None
+
+
 class WeightDataset(Dataset):
     """Members of a zoo at one checkpoint, with optional targets and a deterministic split.
 
@@ -111,14 +154,14 @@ class WeightDataset(Dataset):
         if self.zoo.mixed:
             raise SpecError(
                 f"{self.zoo.path}: members have different layouts; WeightDataset serves one layout "
-                "(build one zoo per architecture, or use a graph dataset for mixed zoos)"
+                "(build one zoo per architecture, or use weightzoo.datasets.GraphDataset)"
             )
         self.layout, self.perm_spec = self.zoo.layout, self.zoo.perm_spec
         self.epoch, self.transform = epoch, transform
         epoch_index = self.zoo.epoch_index(epoch)
-        self.indices = self._select(split, fractions, seed, group_by)
+        self.indices = select_members(self.zoo, split, fractions, seed, group_by)
         self.rows = self.zoo.rows(self.indices)
-        self.targets, self.classes = self._load_targets(target)
+        self.targets, self.classes = load_targets(self.zoo, self.indices, target, epoch)
         nbytes = len(self.rows) * self.layout.size * 4
         self.in_memory = nbytes <= memory_limit if in_memory is None else in_memory
         self._flat: Tensor | None = None
@@ -129,43 +172,6 @@ class WeightDataset(Dataset):
             self._reader = _ChunkReader(self.zoo, epoch_index, cache_chunks)
 
     # ------------------------------------------------------------------ setup
-    def _select(self, split, fractions, seed, group_by) -> np.ndarray:
-        n = len(self.zoo)
-        if split is None:
-            return np.arange(n)
-        if split not in SPLIT_NAMES:
-            raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} (or None for all members)")
-        groups = None
-        if group_by is not None:
-            cols = [group_by] if isinstance(group_by, str) else list(group_by)
-            groups = group_keys([self.zoo.column(c) for c in cols])
-        return split_indices(n, fractions, seed=seed, groups=groups)[split]
-
-    def _load_targets(self, target) -> tuple[Tensor | None, list[str] | None]:
-        if target is None:
-            return None, None
-        names = [target] if isinstance(target, str) else list(target)
-        columns, classes = [], None
-        for name in names:
-            if name in self.zoo.metric_names:
-                values = self.zoo.metric(name, self.indices, epoch=self.epoch)
-            elif name in self.zoo.hparam_names:
-                values = self.zoo.column(name, self.indices)
-            else:
-                raise StoreError(
-                    f"{self.zoo.path}: target {name!r} is neither a metric {self.zoo.metric_names} "
-                    f"nor a hyperparameter {self.zoo.hparam_names}"
-                )
-            if values.dtype == object:  # categorical: class indices over the whole zoo's values
-                classes = sorted({str(v) for v in self.zoo.column(name)})
-                lookup = {c: i for i, c in enumerate(classes)}
-                columns.append(torch.tensor([lookup[str(v)] for v in values], dtype=torch.long))
-            else:
-                columns.append(torch.as_tensor(values.astype(np.float32)))
-        if len(columns) == 1:
-            return columns[0], classes
-        return torch.stack([c.float() for c in columns], dim=1), None
-
     # ----------------------------------------------------------------- access
     def __len__(self) -> int:
         return len(self.indices)

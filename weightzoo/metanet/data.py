@@ -8,7 +8,6 @@ permutation spec per member, and targets. ``Normalizer`` standardizes parameters
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -182,24 +181,9 @@ def load_members(zoo: ZooStore, indices: np.ndarray, task: MetanetTask | None = 
     if len(indices) == 0:
         raise SpecError(f"{zoo.path}: no members selected (the zoo has {len(zoo)}; is the split empty?)")
     flat = zoo.params(indices, epoch)
-    layouts, specs, ids = _member_layouts(zoo, indices)
+    layouts, specs, ids = zoo.architecture_groups(indices)
     targets = None if task is None else task.targets(zoo, indices)
-    return ZooMembers(flat, ids, layouts, specs, targets, indices)
-
-
-def _member_layouts(zoo: ZooStore, indices: np.ndarray) -> tuple[list[ParamLayout], list, Tensor]:
-    if not zoo.mixed:
-        return [zoo.layout], [zoo.perm_spec], torch.zeros(len(indices), dtype=torch.long)
-    keys: dict[str, int] = {}
-    layouts, specs, ids = [], [], []
-    for i in indices.tolist():
-        key = json.dumps(zoo.member_architecture(i), sort_keys=True)
-        if key not in keys:
-            keys[key] = len(layouts)
-            layouts.append(zoo.member_layout(i))
-            specs.append(zoo.member_perm_spec(i))
-        ids.append(keys[key])
-    return layouts, specs, torch.tensor(ids, dtype=torch.long)
+    return ZooMembers(flat, torch.from_numpy(ids), layouts, specs, targets, indices)
 
 
 @dataclass

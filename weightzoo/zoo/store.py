@@ -290,6 +290,29 @@ class ZooStore:
             self._member_layouts[key] = ParamLayout.from_module(archs.build_module(arch))
         return self._member_layouts[key]
 
+    def architecture_groups(self, indices: Any = None) -> tuple[list[ParamLayout], list[PermutationSpec], np.ndarray]:
+        """Distinct ``(layout, spec)`` pairs among members and each member's pair index.
+
+        Reads every per-member architecture column once (not once per member). A zoo that is not
+        mixed has one pair: its layout and permutation spec.
+        """
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not self.mixed:
+            return [self.layout], [self.perm_spec], np.zeros(len(idx), dtype=np.int64)
+        names = list(self.attrs.get("arch_overrides", []))
+        columns = [self.column(k, idx) for k in names]
+        seen: dict[tuple, int] = {}
+        layouts, specs, ids = [], [], np.empty(len(idx), dtype=np.int64)
+        for row, values in enumerate(zip(*columns)):  # a mixed zoo has at least one such column
+            key = tuple(_python_scalar(v) for v in values)
+            if key not in seen:
+                seen[key] = len(layouts)
+                module = archs.build_module(archs.with_overrides(self.architecture, **dict(zip(names, key))))
+                layouts.append(ParamLayout.from_module(module))
+                specs.append(PermutationSpec.from_module(module))
+            ids[row] = seen[key]
+        return layouts, specs, ids
+
     def unflatten_member(self, i: int, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Member ``i``'s stored row ``[..., P]`` as named tensors of its own layout."""
         layout = self.member_layout(i)

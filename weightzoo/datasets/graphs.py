@@ -1,0 +1,94 @@
+"""GraphDataset: zoo members as parameter graphs (PyG ``Batch``), for any mix of architectures.
+
+Members are read once into memory; a batch of positions becomes one ``Batch`` built by
+:func:`~weightzoo.metanet.graph.build_graphs` (a gather per architecture, no per-member loop),
+with targets in ``batch.y``. Unlike :class:`~weightzoo.datasets.WeightDataset` it serves zoos
+whose members differ in depth, width, normalization or skip connections.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch_geometric.data import Batch
+
+from ..metanet.graph import GraphBuilder, build_graphs
+from ..zoo.store import ZooStore, open_zoo
+from .weights import load_targets, select_members
+
+
+class GraphDataset(Dataset):
+    """Members of a zoo at one checkpoint as parameter graphs, with optional targets and split.
+
+    Args mirror :class:`WeightDataset` (``zoo``, ``target``, ``epoch``, ``split``,
+    ``fractions``, ``seed``, ``group_by``); ``node_dim``/``edge_dim`` fix the feature widths
+    (default: the widest any member needs) and ``conv_mode`` is passed to the graph builder.
+    """
+
+    def __init__(
+        self,
+        zoo: ZooStore | str | os.PathLike,
+        target: str | Sequence[str] | None = None,
+        epoch: int = -1,
+        split: str | None = None,
+        *,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        group_by: str | Sequence[str] | None = None,
+        node_dim: int | None = None,
+        edge_dim: int | None = None,
+        conv_mode: str = "vector",
+    ) -> None:
+        self.zoo = zoo if isinstance(zoo, ZooStore) else open_zoo(zoo)
+        self.indices = select_members(self.zoo, split, fractions, seed, group_by)
+        self.flat = self.zoo.params(self.indices, epoch)
+        self.layouts, self.specs, ids = self.zoo.architecture_groups(self.indices)
+        self.layout_ids = ids
+        builders = [GraphBuilder.from_layout(lay, sp, conv_mode=conv_mode) for lay, sp in zip(self.layouts, self.specs)]
+        self.node_dim = node_dim or max(b.node_dim for b in builders)
+        self.edge_dim = edge_dim or max(b.edge_dim for b in builders)
+        self.conv_mode = conv_mode
+        self.targets, self.classes = load_targets(self.zoo, self.indices, target, epoch)
+        self._cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, positions: list[int]) -> Batch:
+        pos = np.asarray(positions, dtype=np.int64)
+        batch = build_graphs(
+            self.flat[torch.from_numpy(pos)],
+            [self.layouts[i] for i in self.layout_ids[pos]],
+            [self.specs[i] for i in self.layout_ids[pos]],
+            node_dim=self.node_dim,
+            edge_dim=self.edge_dim,
+            cache=self._cache,
+            conv_mode=self.conv_mode,
+        )
+        if self.targets is not None:
+            batch.y = self.targets[torch.from_numpy(pos)]
+        return batch
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.__getitems__([int(i)])
+
+    def loader(self, batch_size: int = 64, shuffle: bool = True, *, seed: int = 0, **kwargs: Any) -> DataLoader:
+        """A DataLoader whose batches are PyG ``Batch`` objects built a whole batch at a time."""
+        if shuffle:
+            kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=_passthrough, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"GraphDataset({str(self.zoo.path)!r}, members={len(self)}, architectures={len(self.layouts)}, "
+            f"node_dim={self.node_dim}, edge_dim={self.edge_dim})"
+        )
+
+
+def _passthrough(batch: Batch) -> Batch:
+    return batch
