@@ -16,7 +16,7 @@ for the backward pass, measured on a batch of 64.
 
     python benchmarks/metanets.py [--quick] [--zoo-dir DIR] [--device cpu|cuda]
 
-``--quick`` builds 512-member zoos (the MNIST-1D ones trained 5 epochs) and trains 10 epochs.
+``--quick`` builds 384-member zoos (MNIST-1D members trained 5 or 2 epochs) and trains 10 epochs.
 The full run trains 30 epochs (GMN and DWS are slow on two CPU cores). Prints a table, then one JSON line.
 """
 
@@ -40,7 +40,7 @@ from weightzoo.zoo.store import open_zoo
 TASKS = [  # (key prefix, zoo, task, models, zoo epochs with --quick)
     ("", "mnist1d-mlp", "predict:test_acc", ["statnn", "mlp", "deepsets", "dws", "gmn"], 5),
     ("inr_", "digits-inr", "classify:label", ["mlp", "dws", "gmn"], None),
-    ("mixed_", "mnist1d-mixed", "predict:test_acc", ["statnn", "gmn"], 5),
+    ("mixed_", "mnist1d-mixed", "predict:test_acc", ["statnn", "gmn"], 2),
 ]
 
 
@@ -48,10 +48,10 @@ SIZES = {"gmn": {"hidden": 32, "layers": 4}, "dws": {"hidden_channels": 16, "dep
 
 
 def zoo_path(zoo_dir: Path, name: str, quick: bool, quick_epochs: int | None) -> Path:
-    """Build (or reuse) a shipped zoo; ``quick``: 512 members, trained for ``quick_epochs`` if given."""
+    """Build (or reuse) a shipped zoo; ``quick``: 384 members, trained for ``quick_epochs`` if given."""
     spec = load_spec(name)
     if quick:
-        spec = spec.with_members(min(spec.members, 512))
+        spec = spec.with_members(min(spec.members, 384))
         if quick_epochs is not None:
             points = tuple(e for e in spec.checkpoint_epochs if e < quick_epochs) + (quick_epochs,)
             spec = replace(spec, epochs=quick_epochs, checkpoint_epochs=points)
@@ -94,7 +94,7 @@ def graph_bytes(run: MetanetRun, zoo, batch: int = 64) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="512-member zoos, 10 epochs")
+    ap.add_argument("--quick", action="store_true", help="384-member zoos, 10 epochs")
     ap.add_argument("--zoo-dir", type=Path, default=Path("benchmarks/.zoos"))
     ap.add_argument("--epochs", type=int, default=None, help="default: 30 (10 with --quick)")
     ap.add_argument("--device", default="cpu")

@@ -14,6 +14,11 @@ from weightzoo.zoo.store import ZooStore, open_zoo
 
 MODELS = ["mlp", "statnn", "deepsets", "dws", "gmn"]
 FAST = ["--epochs", "25", "--patience", "25", "--batch-size", "32", "--quiet"]
+SMALL = {  # sizes that keep the suite quick; the defaults are the benchmark's
+    "gmn": ["--arg", "hidden=16", "--arg", "layers=2"],
+    "dws": ["--arg", "hidden_channels=8", "--arg", "depth=2"],
+    "deepsets": ["--arg", "hidden=32"],
+}
 
 
 def run(capsys, *argv):
@@ -50,7 +55,7 @@ def cnn_zoo(tmp_path_factory):
 def test_each_model_trains_saves_and_evaluates_through_the_cli(mlp_zoo, tmp_path, capsys, model):
     out = tmp_path / model
     code, text, err = run(capsys, "metanet", "train", "--zoo", mlp_zoo, "--task", "predict:scale", "--model", model,
-                          "--out", out, *FAST)  # fmt: skip
+                          "--out", out, *FAST, *SMALL.get(model, []))  # fmt: skip
     assert code == 0, err
     assert "test" in text and "kendall_tau" in text
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
@@ -66,7 +71,10 @@ def test_each_model_trains_saves_and_evaluates_through_the_cli(mlp_zoo, tmp_path
 
 
 def test_classification_and_python_api(mlp_zoo, tmp_path):
-    run_ = train_metanet(mlp_zoo, "classify:size", "dws", tmp_path / "r", options=TrainOptions(epochs=30))
+    args = {"hidden_channels": 8, "depth": 2}
+    run_ = train_metanet(
+        mlp_zoo, "classify:size", "dws", tmp_path / "r", options=TrainOptions(epochs=30), model_args=args
+    )
     assert run_.task.classes == ("large", "medium", "small")
     assert run_.config["scores"]["test"]["accuracy"] > 0.6  # chance is about 1/3
     again = load_run(tmp_path / "r")
@@ -76,7 +84,11 @@ def test_classification_and_python_api(mlp_zoo, tmp_path):
 
 
 def test_training_is_deterministic(mlp_zoo):
-    a, b = (train_metanet(mlp_zoo, "predict:scale", "gmn", options=TrainOptions(epochs=2)) for _ in range(2))
+    args = {"hidden": 16, "layers": 2}
+    a, b = (
+        train_metanet(mlp_zoo, "predict:scale", "gmn", options=TrainOptions(epochs=1, batch_size=128), model_args=args)
+        for _ in range(2)
+    )
     for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(x, y), k
 
