@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/store.py --quick
 	$(PY) benchmarks/train.py --quick
+	$(PY) benchmarks/metanets.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check weightzoo tests benchmarks
