@@ -17,9 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Batch
 
-from ..metanet.graph import GraphBuilder, build_graphs
+from ..metanet.graph import build_graphs, feature_dims
 from ..zoo.store import ZooStore, open_zoo
-from .weights import load_targets, select_members
+from .splits import select_members
+from .weights import load_targets
 
 
 class GraphDataset(Dataset):
@@ -49,12 +50,11 @@ class GraphDataset(Dataset):
         self.flat = self.zoo.params(self.indices, epoch)
         self.layouts, self.specs, ids = self.zoo.architecture_groups(self.indices)
         self.layout_ids = ids
-        builders = [GraphBuilder.from_layout(lay, sp, conv_mode=conv_mode) for lay, sp in zip(self.layouts, self.specs)]
-        self.node_dim = node_dim or max(b.node_dim for b in builders)
-        self.edge_dim = edge_dim or max(b.edge_dim for b in builders)
+        self._cache: dict = {}
+        native = feature_dims(self.layouts, self.specs, conv_mode=conv_mode, cache=self._cache)
+        self.node_dim, self.edge_dim = node_dim or native[0], edge_dim or native[1]
         self.conv_mode = conv_mode
         self.targets, self.classes = load_targets(self.zoo, self.indices, target, epoch)
-        self._cache: dict = {}
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -58,6 +58,24 @@ def _assign_groups(counts: np.ndarray, fractions: np.ndarray, n: int) -> np.ndar
     return out
 
 
+def member_splits(zoo, fractions: Sequence[float], seed: int, group_by: str | Sequence[str] | None) -> dict:
+    """``split_indices`` over a zoo's members, grouping by the values of ``group_by`` columns."""
+    groups = None
+    if group_by:
+        cols = [group_by] if isinstance(group_by, str) else list(group_by)
+        groups = group_keys([zoo.column(c) for c in cols])
+    return split_indices(len(zoo), fractions, seed=seed, groups=groups)
+
+
+def select_members(zoo, split: str | None, fractions: Sequence[float], seed: int, group_by) -> np.ndarray:
+    """Member indices of ``split`` (None or ``"all"``: every member)."""
+    if split is None or split == "all":
+        return np.arange(len(zoo))
+    if split not in SPLIT_NAMES:
+        raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} (or None/'all' for all members)")
+    return member_splits(zoo, fractions, seed, group_by)[split]
+
+
 def group_keys(columns: Sequence[np.ndarray]) -> np.ndarray:
     """One string key per member from one or more hyperparameter columns."""
     return np.array(["|".join(str(v) for v in row) for row in zip(*columns)], dtype=object)

@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import SpecError, StoreError
+from ..errors import SpecError
 from ..weightspace import WeightSpace
 from ..zoo.store import ZooStore, open_zoo
-from .splits import SPLIT_NAMES, group_keys, split_indices
+from .splits import select_members
 
 Transform = Callable[[WeightSpace], WeightSpace]
 
@@ -77,19 +77,6 @@ class _ChunkReader:
         return out
 
 
-def select_members(zoo: ZooStore, split: str | None, fractions, seed: int, group_by) -> np.ndarray:
-    """Member indices of ``split`` (None: all), drawn by :func:`split_indices`."""
-    if split is None:
-        return np.arange(len(zoo))
-    if split not in SPLIT_NAMES:
-        raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} (or None for all members)")
-    groups = None
-    if group_by is not None:
-        cols = [group_by] if isinstance(group_by, str) else list(group_by)
-        groups = group_keys([zoo.column(c) for c in cols])
-    return split_indices(len(zoo), fractions, seed=seed, groups=groups)[split]
-
-
 def load_targets(
     zoo: ZooStore, indices: np.ndarray, target: str | Sequence[str] | None, epoch: int
 ) -> tuple[Tensor | None, list[str] | None]:
@@ -100,15 +87,7 @@ def load_targets(
     names = [target] if isinstance(target, str) else list(target)
     columns, classes = [], None
     for name in names:
-        if name in zoo.metric_names:
-            values = zoo.metric(name, indices, epoch=epoch)
-        elif name in zoo.hparam_names:
-            values = zoo.column(name, indices)
-        else:
-            raise StoreError(
-                f"{zoo.path}: target {name!r} is neither a metric {zoo.metric_names} "
-                f"nor a hyperparameter {zoo.hparam_names}"
-            )
+        values = zoo.values(name, indices, epoch, what="target")
         if values.dtype == object:  # categorical: class indices over the whole zoo's values
             classes = sorted({str(v) for v in zoo.column(name)})
             lookup = {c: i for i, c in enumerate(classes)}

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets.splits import SPLIT_NAMES, group_keys, split_indices
-from ..errors import SpecError, StoreError
+from ..datasets.splits import member_splits, select_members
+from ..errors import SpecError
 from ..layout import ParamLayout, PermutationSpec
 from ..zoo.store import ZooStore
 
@@ -52,7 +52,7 @@ class MetanetTask:
         """Fix the class list from the zoo's column (sorted string values), for classification."""
         if self.kind != "classification":
             return self
-        values = _column(zoo, self.column, None, self.epoch)
+        values = zoo.values(self.column, None, self.epoch, what="task column")
         classes = tuple(sorted({_label(v) for v in values}))
         if len(classes) < 2:
             raise SpecError(f"{zoo.path}: column {self.column!r} has {len(classes)} distinct value(s); need >= 2")
@@ -60,7 +60,7 @@ class MetanetTask:
 
     def targets(self, zoo: ZooStore, indices: np.ndarray) -> Tensor:
         """``[n]`` float targets (regression) or class indices (classification)."""
-        values = _column(zoo, self.column, indices, self.epoch)
+        values = zoo.values(self.column, indices, self.epoch, what="task column")
         if self.kind == "classification":
             lookup = {c: i for i, c in enumerate(self.classes)}
             unknown = sorted({_label(v) for v in values} - set(lookup))
@@ -91,16 +91,6 @@ def _label(v) -> str:
     return str(v.item() if hasattr(v, "item") else v)
 
 
-def _column(zoo: ZooStore, name: str, indices, epoch: int) -> np.ndarray:
-    if name in zoo.metric_names:
-        return zoo.metric(name, indices, epoch=epoch)
-    if name in zoo.hparam_names:
-        return zoo.column(name, indices)
-    raise StoreError(
-        f"{zoo.path}: no column {name!r}; metrics are {zoo.metric_names}, hyperparameters {zoo.hparam_names}"
-    )
-
-
 @dataclass(frozen=True)
 class SplitSpec:
     """How members are split into train/val/test (deterministic; see ``split_indices``)."""
@@ -110,15 +100,10 @@ class SplitSpec:
     group_by: tuple[str, ...] = ()
 
     def indices(self, zoo: ZooStore) -> dict[str, np.ndarray]:
-        groups = group_keys([zoo.column(c) for c in self.group_by]) if self.group_by else None
-        return split_indices(len(zoo), self.fractions, seed=self.seed, groups=groups)
+        return member_splits(zoo, self.fractions, self.seed, self.group_by)
 
     def select(self, zoo: ZooStore, split: str | None) -> np.ndarray:
-        if split is None or split == "all":
-            return np.arange(len(zoo))
-        if split not in SPLIT_NAMES:
-            raise SpecError(f"split {split!r} is not one of {SPLIT_NAMES} or 'all'")
-        return self.indices(zoo)[split]
+        return select_members(zoo, split, self.fractions, self.seed, self.group_by)
 
     def to_dict(self) -> dict:
         return {"fractions": list(self.fractions), "seed": self.seed, "group_by": list(self.group_by)}

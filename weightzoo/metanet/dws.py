@@ -152,11 +152,6 @@ class DWSLayer(nn.Module):
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, layers={self.shapes})"
 
 
-def _map(x: WeightSpace, fn) -> WeightSpace:
-    """Apply ``fn`` to weights and biases only (features carry no extras)."""
-    return WeightSpace(tuple(fn(t) for t in x.weights), tuple(fn(t) for t in x.biases), x.layout)
-
-
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the feature channels of every entry: elementwise, so equivariant."""
 
@@ -168,7 +163,7 @@ class ChannelLayerNorm(nn.Module):
         self.norm.reset_parameters()
 
     def forward(self, x: WeightSpace) -> WeightSpace:
-        return _map(x, lambda t: self.norm(t.movedim(1, -1)).movedim(-1, 1))
+        return x.map(lambda t: self.norm(t.movedim(1, -1)).movedim(-1, 1))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.norm.normalized_shape[0]})"
@@ -253,7 +248,7 @@ class DWSNet(nn.Module):
 
     def forward(self, x: WeightSpace) -> Tensor | WeightSpace:
         for layer, norm in zip(self.layers, self.norms):
-            x = _map(norm(layer(x)), lambda t: self.dropout(F.relu(t)))
+            x = norm(layer(x)).map(lambda t: self.dropout(F.relu(t)))
         if self.pooling == "invariant":
             return self.head(self.pool(x))
         return self.head(x)

@@ -221,28 +221,43 @@ def build_graphs(
         raise LayoutError(f"build_graphs: {B} members (needs >= 1) with {len(layouts)} layouts and {len(specs)} specs")
     cache = {} if cache is None else cache
     member_group, kinds = _group_members(layouts, specs)
-
-    def builder(kind: tuple, dims: tuple) -> GraphBuilder:
-        key = (*kind, conv_mode, *dims)
-        if key not in cache:
-            if None in dims:
-                cache[key] = GraphBuilder.from_layout(kind[0], kind[1], conv_mode=conv_mode)
-            else:
-                cache[key] = builder(kind, (None, None)).padded(*dims)
-        return cache[key]
-
     if node_dim is None or edge_dim is None:
-        native = [builder(kind, (None, None)) for kind in kinds]
-        node_dim = max(b.node_dim for b in native) if node_dim is None else node_dim
-        edge_dim = max(b.edge_dim for b in native) if edge_dim is None else edge_dim
+        native = feature_dims([k[0] for k in kinds], [k[1] for k in kinds], conv_mode=conv_mode, cache=cache)
+        node_dim, edge_dim = node_dim or native[0], edge_dim or native[1]
     groups = torch.tensor(member_group)
     parts = []
     for g, kind in enumerate(kinds):
-        b = builder(kind, (node_dim, edge_dim))
+        b = _cached_builder(cache, *kind, conv_mode, (node_dim, edge_dim))
         rows = (groups == g).nonzero().squeeze(1)
         x, e = b.features(flat[rows.to(flat.device)])
         parts.append((b, rows, x, e))
     return _assemble(parts, B)
+
+
+def feature_dims(
+    layouts: Sequence[ParamLayout],
+    specs: Sequence[PermutationSpec | None] | None = None,
+    *,
+    conv_mode: str = "vector",
+    cache: dict | None = None,
+) -> tuple[int, int]:
+    """The widest node and edge features graphs of these architectures need (builders cached)."""
+    cache = {} if cache is None else cache
+    specs = [None] * len(layouts) if specs is None else specs
+    native = [_cached_builder(cache, lay, spec, conv_mode, (None, None)) for lay, spec in zip(layouts, specs)]
+    return max(b.node_dim for b in native), max(b.edge_dim for b in native)
+
+
+def _cached_builder(cache: dict, layout, spec, conv_mode: str, dims: tuple) -> GraphBuilder:
+    """The builder of one architecture at its own widths (``dims`` None) or padded to ``dims``."""
+    key = (layout, spec, conv_mode, *dims)
+    if key not in cache:
+        native = (None, None)
+        if dims == native:
+            cache[key] = GraphBuilder.from_layout(layout, spec, conv_mode=conv_mode)
+        else:
+            cache[key] = _cached_builder(cache, layout, spec, conv_mode, native).padded(*dims)
+    return cache[key]
 
 
 def _group_members(

@@ -103,7 +103,7 @@ class GraphMetanet(Metanet):
         )
 
     def check(self, members: ZooMembers, source: str) -> None:
-        node_dim, edge_dim = graph_dims(members)
+        node_dim, edge_dim = graph_dims(members, self._builders)
         if node_dim > self.node_dim or edge_dim > self.edge_dim:
             raise SpecError(
                 f"{source}: graphs need node/edge features of width {node_dim}/{edge_dim}, the gmn run "
@@ -114,12 +114,11 @@ class GraphMetanet(Metanet):
         return self.net(self.graphs(members))
 
 
-def graph_dims(members: ZooMembers) -> tuple[int, int]:
+def graph_dims(members: ZooMembers, cache: dict | None = None) -> tuple[int, int]:
     """Widest node and edge features the members' graphs need."""
-    from .graph import GraphBuilder
+    from .graph import feature_dims
 
-    builders = [GraphBuilder.from_layout(lay, spec) for lay, spec in zip(members.layouts, members.specs)]
-    return max(b.node_dim for b in builders), max(b.edge_dim for b in builders)
+    return feature_dims(members.layouts, members.specs, cache=cache)
 
 
 # --------------------------------------------------------------------------- registry
@@ -138,10 +137,7 @@ class ModelKind:
 
 def _one_layout(name: str) -> Callable[[ZooMembers, str], dict]:
     def describe(members: ZooMembers, source: str) -> dict:
-        if members.mixed:
-            raise SpecError(
-                f"{source}: members have different architectures; {name} reads one layout (use gmn or statnn)"
-            )
+        check_same_layout(members, members.layouts[0], name, source)
         return {"layout": members.layouts[0].to_dict()}
 
     return describe

@@ -272,11 +272,16 @@ def mlp_wd(
     if dropout or depth < 1:
         raise SpecError("architecture mlp_wd: residual=True needs depth >= 1 and no dropout")
     hidden = mlp(in_features, [width], out_features, activation=activation, bias=bias, norm=norm)["layers"][:-1]
-    block = [{"type": "linear", "in": width, "out": width, "bias": bias}, *_norm_layers(norm, width)]
-    block.append({"type": "act", "name": activation})
-    hidden += [{"type": "residual", "layers": copy.deepcopy(block)} for _ in range(depth - 1)]
+    hidden += _skip_blocks(width, depth - 1, activation, norm, bias)
     hidden.append({"type": "linear", "in": width, "out": out_features, "bias": bias})
     return {"family": "mlp_wd", "layers": hidden}
+
+
+def _skip_blocks(width: int, count: int, activation: str, norm: str | None, bias: bool) -> list[dict]:
+    """``count`` skip blocks ``x + act(norm(Linear(width, width)(x)))``."""
+    block = [{"type": "linear", "in": width, "out": width, "bias": bias}, *_norm_layers(norm, width)]
+    block.append({"type": "act", "name": activation})
+    return [{"type": "residual", "layers": copy.deepcopy(block)} for _ in range(count)]
 
 
 @family("residual_mlp")
@@ -292,10 +297,8 @@ def residual_mlp(
 ) -> dict:
     """Linear(in, width), then ``blocks`` skip blocks ``x + act(norm(Linear(width, width)(x)))``,
     then Linear(width, out); the stream's neurons form one permutation group."""
-    block = [{"type": "linear", "in": width, "out": width, "bias": bias}, *_norm_layers(norm, width)]
-    block.append({"type": "act", "name": activation})
     layers = [{"type": "linear", "in": in_features, "out": width, "bias": bias}]
-    layers += [{"type": "residual", "layers": copy.deepcopy(block)} for _ in range(blocks)]
+    layers += _skip_blocks(width, blocks, activation, norm, bias)
     layers.append({"type": "linear", "in": width, "out": out_features, "bias": bias})
     return {"family": "residual_mlp", "layers": layers}
 

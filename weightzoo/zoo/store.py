@@ -344,6 +344,17 @@ class ZooStore:
         return module.eval()
 
     # ------------------------------------------------------------- columns
+    def values(self, name: str, indices: Any = None, epoch: int | None = -1, *, what: str = "column") -> np.ndarray:
+        """Values of a metric (at checkpoint ``epoch``) or of a hyperparameter column, by name."""
+        if name in self.metric_names:
+            return self.metric(name, indices, epoch=epoch)
+        if name in self.hparam_names:
+            return self.column(name, indices)
+        raise StoreError(
+            f"{self.path}: no column {name!r}: the {what} {name!r} is neither a metric {self.metric_names} "
+            f"nor a hyperparameter {self.hparam_names}"
+        )
+
     @property
     def hparam_names(self) -> list[str]:
         return self.backend.names("hparams")
