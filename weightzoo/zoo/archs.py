@@ -214,16 +214,14 @@ def family(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
 
 
 def _norm_layers(norm: str | None, num: int) -> list[dict]:
-    """The normalization layer after a ``num``-wide linear layer: none, BatchNorm or LayerNorm.
-
-    "none" and "None" mean None too: a hyperparameter column stores a None grid value as text."""
-    if norm is None or norm in ("none", "None"):
+    """The normalization layer after a ``num``-wide linear layer: none, BatchNorm or LayerNorm."""
+    if norm is None:
         return []
     if norm == "batchnorm":
         return [{"type": "batchnorm1d", "num": num}]
     if norm == "layernorm":
         return [{"type": "layernorm", "num": num}]
-    raise SpecError(f"architecture: norm {norm!r} is not one of 'none', 'batchnorm', 'layernorm'")
+    raise SpecError(f"architecture: norm {norm!r} is not one of None, 'batchnorm', 'layernorm'")
 
 
 @family("mlp")

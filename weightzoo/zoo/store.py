@@ -304,7 +304,7 @@ class ZooStore:
         seen: dict[tuple, int] = {}
         layouts, specs, ids = [], [], np.empty(len(idx), dtype=np.int64)
         for row, values in enumerate(zip(*columns)):  # a mixed zoo has at least one such column
-            key = tuple(_python_scalar(v) for v in values)
+            key = tuple(_override_value(v) for v in values)
             if key not in seen:
                 seen[key] = len(layouts)
                 module = archs.build_module(archs.with_overrides(self.architecture, **dict(zip(names, key))))
@@ -324,7 +324,7 @@ class ZooStore:
             raise StoreError(
                 f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)"
             )
-        overrides = {k: _python_scalar(self.column(k, [i])[0]) for k in self.attrs.get("arch_overrides", [])}
+        overrides = {k: _override_value(self.column(k, [i])[0]) for k in self.attrs.get("arch_overrides", [])}
         return archs.with_overrides(self.architecture, **overrides)
 
     def member_perm_spec(self, i: int) -> PermutationSpec:
@@ -628,6 +628,14 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _override_value(value: Any) -> Any:
+    """A stored per-member architecture argument as the family takes it. String columns hold a
+    None grid value (e.g. ``norm: [null, layernorm]``) as the text "None"; no family argument
+    takes that text, so it is read back as None."""
+    value = _python_scalar(value)
+    return None if value == "None" else value
 
 
 def _python_scalar(value: Any) -> Any:
