@@ -2,10 +2,11 @@
 
 __version__ = "0.1.0"
 
-from .errors import ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError
+from .errors import HubError, ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError
 from .layout import AxisRef, GroupAction, ParamEntry, ParamLayout, PermGroup, PermutationSpec
 from .weightspace import WeightSpace
 from .zoo.build import build_zoo
+from .zoo.hub import pull_zoo, push_zoo
 from .zoo.importers import import_zoo
 from .zoo.spec import ZooSpec, load_spec
 from .zoo.store import ZooStore, open_zoo
@@ -18,6 +19,7 @@ __all__ = [
     "LayoutError",
     "StoreError",
     "ImportFormatError",
+    "HubError",
     "ParamLayout",
     "ParamEntry",
     "PermutationSpec",
@@ -33,4 +35,6 @@ __all__ = [
     "import_zoo",
     "convert_zoo",
     "export_zoo",
+    "push_zoo",
+    "pull_zoo",
 ]

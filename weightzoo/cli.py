@@ -20,9 +20,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-zoo_app = typer.Typer(help="Inspect, verify, import, export and convert zoos.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Build, inspect, verify, import, export, convert and share zoos.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
-metanet_app = typer.Typer(help="Train and evaluate metanetworks on zoos.", no_args_is_help=True)
+metanet_app = typer.Typer(help="Train, evaluate and share metanetworks on zoos.", no_args_is_help=True)
 app.add_typer(metanet_app, name="metanet")
 
 
@@ -32,7 +32,10 @@ def _progress(quiet: bool) -> bool:
 
 
 @zoo_app.command("info")
-def zoo_info(path: Path, as_json: bool = typer.Option(False, "--json", help="print JSON instead of text")) -> None:
+def zoo_info(
+    path: str = typer.Argument(..., help="a store, or hf://datasets/USER/REPO"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
     """Members done/total, architecture, parameters, checkpoints, size on disk, metric quantiles."""
     from .zoo.store import format_summary, open_zoo
 
@@ -141,6 +144,47 @@ def zoo_build(
         )
 
 
+@zoo_app.command("push")
+def zoo_push(
+    path: Path,
+    repo_id: str,
+    private: bool = typer.Option(False, "--private", help="create the dataset repo private"),
+    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
+    message: str | None = typer.Option(None, "--message", "-m", help="commit message"),
+    license: str = typer.Option("cc-by-4.0", "--license", help="license in the dataset card"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Upload a zoo to a Hugging Face dataset repo (only files that differ; a re-run resumes)."""
+    from .zoo.hub import push_zoo
+
+    result = push_zoo(
+        path, repo_id, private=private, revision=revision, message=message, license=license, progress=_progress(quiet)
+    )
+    if not result.changed:
+        typer.echo(f"{repo_id}@{result.revision}: up to date, nothing pushed")
+        return
+    typer.echo(
+        f"{repo_id}@{result.revision}: pushed {len(result.uploaded)} files in {len(result.commits)} commit(s)"
+        + (f", deleted {len(result.deleted)}" if result.deleted else "")
+        + f"; {result.url}"
+    )
+
+
+@zoo_app.command("pull")
+def zoo_pull(
+    repo_id: str,
+    revision: str | None = typer.Option(None, "--revision", help="branch, tag or commit (default: main)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder to put the store in (default: HF cache)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store of the same name in --out"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Download a zoo pushed with `zoo push` and check every file against its manifest."""
+    from .zoo.hub import pull_zoo
+
+    store = pull_zoo(repo_id, revision=revision, out=out, overwrite=overwrite, progress=_progress(quiet))
+    typer.echo(f"{repo_id}: {store} (checksums ok)")
+
+
 @zoo_app.command("configs")
 def zoo_configs() -> None:
     """List the zoo specs shipped with weightzoo."""
@@ -212,6 +256,38 @@ def metanet_train(
     )
     for split, scores in run.config["scores"].items():
         typer.echo(f"  {split:<5} {_format_scores(scores)}")
+
+
+@metanet_app.command("push")
+def metanet_push(
+    run_dir: Path,
+    repo_id: str,
+    private: bool = typer.Option(False, "--private", help="create the model repo private"),
+    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
+    message: str | None = typer.Option(None, "--message", "-m", help="commit message"),
+) -> None:
+    """Upload a trained run (weights, config.json, model card) to a Hugging Face model repo."""
+    from .metanet.hub import push_run
+
+    result = push_run(run_dir, repo_id, private=private, revision=revision, message=message)
+    state = f"pushed ({result.commits[0][:12]})" if result.changed else "up to date, nothing pushed"
+    typer.echo(f"{repo_id}@{result.revision}: {state}; {result.url}")
+
+
+@metanet_app.command("import")
+def metanet_import(
+    source: str = typer.Argument(..., help="a model repo id (USER/REPO) or a run directory"),
+    zoo: str = typer.Option(..., "--zoo", help="the zoo whose members to predict (a store or hf://datasets/...)"),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="the table to write (*.csv)"),
+    revision: str | None = typer.Option(None, "--revision", help="model repo branch, tag or commit"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Load a metanet from the Hub (or a folder) and write its predictions for every member of a zoo."""
+    from .metanet.hub import import_predictions
+    from .metanet.train import check_device
+
+    table = import_predictions(source, zoo, out, revision=revision, device=check_device(device))
+    typer.echo(f"{out}: {len(table)} predictions from {source}")
 
 
 @metanet_app.command("eval")

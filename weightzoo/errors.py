@@ -23,3 +23,8 @@ class StoreError(WeightZooError):
 
 class ImportFormatError(WeightZooError):
     """A source in an external zoo format is malformed or incomplete."""
+
+
+class HubError(WeightZooError):
+    """A Hugging Face Hub operation failed: no token, a refused or missing repo, a lost
+    connection, offline mode without a cached copy, or a download that fails its checksum."""

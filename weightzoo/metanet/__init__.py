@@ -5,6 +5,7 @@ from .data import MetanetTask, SplitSpec
 from .dws import DWSLayer, DWSNet
 from .gmn import GMN, EdgeUpdateConv
 from .graph import GraphBuilder, build_graphs, to_networkx
+from .hub import import_predictions, push_run
 from .models import MODEL_KINDS
 from .train import MetanetRun, TrainOptions, load_run, train_metanet
 
@@ -26,6 +27,8 @@ __all__ = [
     "SplitSpec",
     "MODEL_KINDS",
     "MetanetRun",
+    "push_run",
+    "import_predictions",
     "TrainOptions",
     "load_run",
     "train_metanet",

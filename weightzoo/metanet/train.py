@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import ModelHubMixin
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -74,12 +75,25 @@ def score(task: MetanetTask, pred: np.ndarray, target: np.ndarray) -> dict[str, 
     return {"kendall_tau": float(tau), "r2": 1.0 - sse / sst if sst > 0 else float("nan"), "mse": sse / len(pred)}
 
 
-@dataclass
-class MetanetRun:
-    """A trained metanetwork with everything needed to use it on another zoo of its kind."""
+class MetanetRun(
+    ModelHubMixin,
+    library_name="weightzoo",
+    tags=["weight-space-learning", "metanetwork", "weightzoo"],
+    repo_url="https://pypi.org/project/weightzoo/",
+):
+    """A trained metanetwork with everything needed to use it on another zoo of its kind.
 
-    model: Metanet
-    config: dict[str, Any]
+    Through huggingface_hub's ModelHubMixin a run is a Hub model: ``save_pretrained(dir)`` writes
+    what :meth:`save` writes plus a model card, ``push_to_hub(repo_id)`` uploads it and
+    ``MetanetRun.from_pretrained(repo_id_or_dir)`` reads it back (checksum-verified).
+    """
+
+    def __init__(self, model: Metanet, config: dict[str, Any]) -> None:
+        self.model, self.config = model, config
+
+    def __repr__(self) -> str:
+        task = self.config.get("task", {})
+        return f"MetanetRun(model={self.config.get('model')!r}, {task.get('kind')}={task.get('column')!r})"
 
     @property
     def task(self) -> MetanetTask:
@@ -94,11 +108,14 @@ class MetanetRun:
         return SplitSpec.from_dict(self.config["split"])
 
     # -- prediction
-    def members(self, zoo: ZooStore | str | os.PathLike, split: str | None = "test") -> ZooMembers:
-        """Members of ``split`` (the run's split rule; None or "all" for every member) with targets."""
+    def members(
+        self, zoo: ZooStore | str | os.PathLike, split: str | None = "test", targets: bool = True
+    ) -> ZooMembers:
+        """Members of ``split`` (the run's split rule; None or "all" for every member), normalized,
+        with their targets unless ``targets`` is False (a zoo without the task's column)."""
         zoo = _open(zoo)
         indices = self.split.select(zoo, split)
-        members = load_members(zoo, indices, self.task, self.task.epoch)
+        members = load_members(zoo, indices, self.task if targets else None, self.task.epoch)
         self.model.check(members, str(zoo.path))
         return self.model.prepare(self.normalizer.apply(members))
 
@@ -118,7 +135,7 @@ class MetanetRun:
 
     def predict(self, zoo: ZooStore | str | os.PathLike, split: str | None = None) -> np.ndarray:
         """Predicted values (regression) or class names (classification) for a zoo's members."""
-        out = self.predict_members(self.members(zoo, split))
+        out = self.predict_members(self.members(zoo, split, targets=False))
         if self.task.kind == "classification":
             return np.array(self.task.classes, dtype=object)[out.argmax(1).numpy()]
         return out.numpy()
@@ -143,6 +160,33 @@ class MetanetRun:
         tmp.write_text(json.dumps(_json_safe(self.config), indent=2, allow_nan=False))
         tmp.replace(run_dir / CONFIG_FILE)
         return run_dir
+
+    # -- the Hub (huggingface_hub.ModelHubMixin)
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.save(save_directory)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        device: str = "cpu",
+        **_: Any,
+    ) -> MetanetRun:
+        from .hub import run_folder
+
+        folder = run_folder(model_id, revision, cache_dir, force_download, local_files_only, token)
+        return load_run(folder, device=device)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any):
+        from .hub import model_card
+
+        return model_card(self, repo_id=kwargs.get("repo_id"))
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> MetanetRun:
@@ -225,7 +269,12 @@ def train_metanet(
         "target": target,
         "options": asdict(options),
         "history": asdict(history),
-        "zoo": {"path": str(zoo.path), "members": len(zoo)},
+        "zoo": {
+            "path": str(zoo.path),
+            "members": len(zoo),
+            "name": (zoo.attrs.get("spec") or {}).get("name") or zoo.path.stem,
+            "architecture": zoo.architecture,
+        },
     }
     run = MetanetRun(net.eval(), config)
     config["scores"] = {name: score_members(run, m) for name, m in data.items()}

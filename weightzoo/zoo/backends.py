@@ -189,6 +189,8 @@ class ZarrBackend(Backend):
 
     def chunk_present(self, name: str, chunk_index: int) -> bool:
         arr = self._array(name)
+        if arr.shards is not None:  # a sharded copy (as pushed to the Hub): the chunk lives in its shard's file
+            chunk_index //= arr.shards[0] // arr.chunks[0]
         key = "/".join(["c", str(chunk_index)] + ["0"] * (len(arr.shape) - 1))
         return (self.path / name / key).exists()
 

@@ -39,7 +39,17 @@ CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per ch
 
 
 def open_zoo(path: str | os.PathLike, mode: str = "r") -> ZooStore:
-    """Open a zoo (``.zarr`` directory or ``.h5``/``.hdf5`` file); ``mode`` is ``"r"`` or ``"a"``."""
+    """Open a zoo (``.zarr`` directory or ``.h5``/``.hdf5`` file); ``mode`` is ``"r"`` or ``"a"``.
+
+    ``hf://datasets/USER/REPO[@REVISION]`` pulls a pushed zoo into the Hugging Face cache (checked
+    against its manifest) and opens it read-only.
+    """
+    if str(path).startswith("hf://"):
+        if mode != "r":
+            raise StoreError(f"{path}: a zoo on the Hub opens read-only; pull it with --out to append to it")
+        from .hub import open_hub_zoo
+
+        return open_hub_zoo(str(path))
     return ZooStore(path, mode)
 
 
