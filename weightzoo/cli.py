@@ -217,7 +217,7 @@ def _format_scores(scores: dict) -> str:
 
 @metanet_app.command("train")
 def metanet_train(
-    zoo: Path = typer.Option(..., "--zoo", help="the zoo to learn from (*.zarr or *.h5)"),
+    zoo: str = typer.Option(..., "--zoo", help="the zoo to learn from (*.zarr, *.h5 or hf://datasets/USER/REPO)"),
     task: str = typer.Option(..., "--task", help="predict:<metric or numeric column> | classify:<column>"),
     model: str = typer.Option(..., "--model", help="dws | gmn | statnn | mlp | deepsets"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (model.safetensors + config.json)"),
@@ -293,7 +293,7 @@ def metanet_import(
 @metanet_app.command("eval")
 def metanet_eval(
     run_dir: Path,
-    zoo: Path = typer.Option(..., "--zoo", help="a zoo of an architecture the run can read"),
+    zoo: str = typer.Option(..., "--zoo", help="a zoo of an architecture the run can read"),
     split: str = typer.Option("test", help="train | val | test (the run's split rule) | all"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
