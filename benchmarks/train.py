@@ -9,7 +9,8 @@ member: it trains members independently, so its time is linear in their number. 
 float32 matmul rate (2048 x 2048) is measured in the same run; ``sgemm_fraction`` is the
 trainer's model FLOP rate over it. Model FLOPs per sample: 6 x the multiply-adds of the linear
 layers (forward 2, backward 4; biases, activations, loss and optimizer not counted); the time is
-the whole ``train_group`` call (setup and the final evaluation included).
+the whole ``train_group`` call (setup and the final evaluation included). The group is timed with
+the fused CPU kernels (the default) and again with PyTorch ops only (``WEIGHTZOO_FUSED=0``).
 
 A second set of members with dropout (0.1 / 0.3 alternating) is reported too.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +32,7 @@ from timing import timed  # benchmarks/timing.py (the script's folder is on sys.
 
 from weightzoo.zoo import archs
 from weightzoo.zoo.tasks import load_task
-from weightzoo.zoo.train import train_group, train_member
+from weightzoo.zoo.train import fused, train_group, train_member
 
 MEMBERS = 256
 BATCH = 128
@@ -68,14 +70,34 @@ def model_flops(arch: dict, samples: int) -> float:
     return 6.0 * macs * samples
 
 
+def without_fused_kernels(fn):
+    """Run ``fn()`` with the trainer's fused CPU kernels switched off (PyTorch ops only)."""
+    os.environ["WEIGHTZOO_FUSED"] = "0"
+    fused.library.cache_clear()
+    try:
+        return fn()
+    finally:
+        del os.environ["WEIGHTZOO_FUSED"]
+        fused.library.cache_clear()
+
+
 def measure(arch: dict, task, hps: list[dict], epochs: int, loop_members: int, repeats: int) -> dict:
-    """Seconds for the group (median of ``repeats``) and per loop member; both run ``epochs`` epochs."""
+    """Seconds for the group (median of ``repeats``; also without the fused kernels) and per loop
+    member; all run ``epochs`` epochs."""
     run = {"epochs": epochs, "checkpoint_epochs": [epochs], "batch_size": BATCH}
     group_s = timed(lambda: train_group(arch, task, hps, **run), repeats)
+    plain_s = without_fused_kernels(lambda: timed(lambda: train_group(arch, task, hps, **run), repeats))
     loop = hps[:: max(1, len(hps) // loop_members)][:loop_members]
     loop_s = timed(lambda: [train_member(arch, task, hp, **run) for hp in loop], 1) / len(loop)
     flops = model_flops(arch, len(task.x_train) * epochs * len(hps))
-    return {"group_s": group_s, "loop_member_s": loop_s, "loop_members": len(loop), "gflops": flops / group_s / 1e9}
+    return {
+        "group_s": group_s,
+        "unfused_s": plain_s,
+        "loop_member_s": loop_s,
+        "loop_members": len(loop),
+        "gflops": flops / group_s / 1e9,
+        "unfused_gflops": flops / plain_s / 1e9,
+    }
 
 
 def main() -> None:
@@ -100,13 +122,17 @@ def main() -> None:
         f"({steps} steps), torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"loop timed on {plain['loop_members']} members and extrapolated per member"
     )
-    print(f"{'members':<22}{'group s':>9}{'loop s':>9}{'speedup':>9}{'GFLOP/s':>9}{'of sgemm':>10}{'members/min':>13}")
+    print(f"{'members':<34}{'group s':>9}{'loop s':>9}{'speedup':>9}{'GFLOP/s':>9}{'of sgemm':>10}{'members/min':>13}")
     for name, m in (("no dropout", plain), ("dropout 0.1/0.3", dropped)):
         loop_s = m["loop_member_s"] * MEMBERS
-        print(
-            f"{name:<22}{m['group_s']:>9.2f}{loop_s:>9.1f}{loop_s / m['group_s']:>8.1f}x{m['gflops']:>9.1f}"
-            f"{m['gflops'] / sgemm:>10.3f}{MEMBERS / m['group_s'] * 60:>13,.0f}"
-        )
+        for label, seconds, gflops in (
+            (name, m["group_s"], m["gflops"]),
+            (f"{name}, PyTorch ops only", m["unfused_s"], m["unfused_gflops"]),
+        ):
+            print(
+                f"{label:<34}{seconds:>9.2f}{loop_s:>9.1f}{loop_s / seconds:>8.1f}x{gflops:>9.1f}"
+                f"{gflops / sgemm:>10.3f}{MEMBERS / seconds * 60:>13,.0f}"
+            )
     print(f"float32 2048x2048 matmul: {sgemm:.1f} GFLOP/s")
     result = {
         "speedup_vs_loop": round(plain["loop_member_s"] * MEMBERS / plain["group_s"], 2),
@@ -117,6 +143,8 @@ def main() -> None:
         "epochs": epochs,
         "dropout_speedup_vs_loop": round(dropped["loop_member_s"] * MEMBERS / dropped["group_s"], 2),
         "dropout_sgemm_fraction": round(dropped["gflops"] / sgemm, 4),
+        "unfused_sgemm_fraction": round(plain["unfused_gflops"] / sgemm, 4),
+        "fused_kernels": fused.available(),
     }
     print(json.dumps(result))
 

@@ -3,10 +3,12 @@
 ``train_group`` trains G members that share an architecture in one batched computation:
 
 * parameters, gradients and optimizer state of the whole group are each one flat tensor (layer
-  by layer, ``[G, *shape]`` per layer), so an optimizer step is one fused ``torch._fused_adam_``
-  call (or a few SGD ops) with per-member learning rate and weight decay;
+  by layer, ``[G, *shape]`` per layer), so an optimizer step is one pass per layer with the
+  fused CPU kernels (:mod:`.fused`), or one ``torch._fused_adam_`` call (or a few SGD ops) over
+  the group on CUDA or without them, with per-member learning rate and weight decay;
 * linear + activation stacks (MLPs, SIRENs) take a hand-written path (:class:`DensePath`):
-  batched matmuls (``bmm``) and one pass per elementwise step into buffers reused every step,
+  batched matmuls (``bmm``) and one pass per elementwise step into buffers reused every step
+  (bias + ReLU, ReLU derivative + bias gradient and the softmax loss gradient fused in C on CPU),
   gradients written straight into the group's gradient tensor;
 * anything else (convolutions as grouped convolutions on ``[batch, G * channels, *spatial]``,
   pooling, LayerNorm) runs :class:`BatchedNet` under autograd, one backward per chunk of members;

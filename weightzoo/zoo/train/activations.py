@@ -26,12 +26,15 @@ class ActRule:
     reads_input: bool
     forward: Callable[[Tensor, Tensor | None], Tensor]
     backward: Callable[[Tensor, Tensor], Tensor]
+    name: str = ""  # "relu" has fused CPU kernels (see fused.py)
 
 
 def act_rule(module: nn.Module) -> ActRule | None:
     """The fast-path rule of an activation module, or None if it has none."""
     if isinstance(module, nn.ReLU):
-        return ActRule(False, lambda z, o: z.relu_(), lambda g, y: _ATEN.threshold_backward(g, y, 0.0, grad_input=g))
+        return ActRule(
+            False, lambda z, o: z.relu_(), lambda g, y: _ATEN.threshold_backward(g, y, 0.0, grad_input=g), "relu"
+        )
     if isinstance(module, nn.Tanh):
         return ActRule(False, lambda z, o: z.tanh_(), lambda g, y: _ATEN.tanh_backward(g, y, grad_input=g))
     if isinstance(module, nn.Sigmoid):

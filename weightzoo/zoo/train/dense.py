@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import fused
 from .activations import ActRule, act_rule
 from .network import Chunk, Layer
 from .randomness import dropout_factors_, hash32_
@@ -100,6 +101,10 @@ class DensePath:
     ):
         self.blocks, self.kind = blocks, kind
         self.buf = _Buffers(blocks, chunk, batch, in_features, dropout, device)
+        # one-pass C kernels (fused.py) where they apply: CPU, ReLU blocks with a bias, softmax loss
+        cpu = torch.device(device).type == "cpu" and fused.available()
+        self.fused_relu = [cpu and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks]
+        self.fused_loss = cpu and kind == "classification"
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
@@ -114,15 +119,20 @@ class DensePath:
         outs = [h]
         for k, blk in enumerate(self.blocks[:-1]):
             z = torch.bmm(h, c.params[blk.weight].transpose(1, 2), out=self.buf.z[k][:n])
-            if blk.bias is not None:
-                z.add_(c.params[blk.bias].unsqueeze(1))
-            h = blk.act.forward(z, _rows(self.buf.y[k], n))
+            if self.fused_relu[k]:
+                h = fused.bias_relu_(z, c.params[blk.bias])
+            else:
+                if blk.bias is not None:
+                    z.add_(c.params[blk.bias].unsqueeze(1))
+                h = blk.act.forward(z, _rows(self.buf.y[k], n))
             if c.drop is not None:
                 h = torch.mul(h, self._factors(c, k), out=self.buf.a[k][:n])
             outs.append(h)
         last = self.blocks[-1]
         z = torch.bmm(c.params[last.weight], h.transpose(1, 2), out=self.buf.z[-1][:n])
-        outs.append(z if last.bias is None else z.add_(c.params[last.bias].unsqueeze(-1)))
+        if last.bias is not None and not self.fused_loss:  # the fused loss adds the bias itself
+            z.add_(c.params[last.bias].unsqueeze(-1))
+        outs.append(z)
         return outs
 
     def _factors(self, c: Chunk, k: int) -> Tensor:
@@ -138,6 +148,12 @@ class DensePath:
     def _loss_gradient(self, c: Chunk, out: Tensor) -> Tensor:
         """d(sum of member losses)/d(outputs), ``[n, out, batch]``."""
         n, batch = c.index.shape
+        if self.fused_loss:
+            last = self.blocks[-1]
+            bias = None if last.bias is None else c.params[last.bias]
+            bias_grad = None if last.bias is None else c.grads[last.bias]
+            labels = c.label_index.contiguous()  # the kernel reads raw memory
+            return fused.softmax_xent_grad_(out, bias, c.y_source, labels, c.weights, bias_grad)
         if self.kind == "classification":
             labels = torch.index_select(c.y_source, 0, c.label_index.reshape(-1)).view(n, 1, batch)
             grad = torch._softmax(out, 1, False, out=self.buf.probs[:n])
@@ -152,13 +168,18 @@ class DensePath:
         last = len(self.blocks) - 1
         for k in range(last, -1, -1):
             blk = self.blocks[k]
+            bias_done = k == last and self.fused_loss  # the fused loss wrote the last bias's gradient
             if k < last:
                 if c.drop is not None:
                     grad.mul_(self.buf.f[k][:n])
-                grad = blk.act.backward(grad, self.buf.z[k][:n])  # input, or output of an in-place activation
+                if self.fused_relu[k]:
+                    grad = fused.relu_grad_bias_(grad, self.buf.z[k][:n], c.grads[blk.bias])
+                    bias_done = True
+                else:
+                    grad = blk.act.backward(grad, self.buf.z[k][:n])  # input, or output of an in-place activation
             feature_major = grad if k == last else grad.transpose(1, 2)
             torch.bmm(feature_major, inputs[k], out=c.grads[blk.weight])
-            if blk.bias is not None:
+            if blk.bias is not None and not bias_done:
                 torch.sum(feature_major, -1, out=c.grads[blk.bias])
             if k > 0:
                 out = _Buffers.view(self.buf.grad[k % 2], n, batch, blk.fan_in)

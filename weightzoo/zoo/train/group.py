@@ -14,13 +14,14 @@ from torch import Tensor
 from ...errors import SpecError
 from .. import archs
 from ..tasks import Task
+from . import fused
 from .config import MemberConfig, check_batch_size, check_epochs, member_config
 from .dense import DensePath, dense_blocks
 from .init import init_params
 from .losses import per_sample_loss, predicted_class, psnr
 from .memory import EVAL_BYTES, EVAL_CHUNK, chunk_members, feature_sizes
 from .network import AutogradPath, BatchedNet, Chunk, Dropout
-from .optim import ClassOptimizer
+from .optim import ClassOptimizer, FusedOptimizer
 from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, subset_size, training_subsets
 
 
@@ -142,11 +143,16 @@ class GroupTrainer:
             grads[e.name] = self.grad_storage[g * e.offset : g * e.stop].view(g, *e.shape)
         return params, grads
 
-    def _optimizer(self, run: _Run) -> ClassOptimizer:
-        """The optimizer of a run: over the flat storage if it is the whole group, else over row ranges."""
+    def _optimizer(self, run: _Run) -> ClassOptimizer | FusedOptimizer:
+        """The optimizer of a run: fused CPU kernels per layout entry when available, else PyTorch ops
+        over the flat storage if the run is the whole group, or over row ranges."""
         rows = slice(run.start, run.stop)
         values = {k: torch.tensor([getattr(c, k) for c in self.cfgs[rows]], dtype=torch.float64, device=self.device)
                   for k in ("lr", "weight_decay")}  # fmt: skip
+        if self.device.type == "cpu" and fused.available():
+            params = [self.params[e.name][rows] for e in self.layout]
+            grads = [self.grads[e.name][rows] for e in self.layout]
+            return FusedOptimizer(run.optimizer, params, grads, values["lr"], values["weight_decay"])
         if run.stop - run.start == len(self.cfgs):
             sizes = [e.numel for e in self.layout]
             coef = {k: [torch.cat([v.repeat_interleave(n) for n in sizes])] for k, v in values.items()}
@@ -192,9 +198,10 @@ class GroupTrainer:
         """One pass of every member over its training subset."""
         steps, bs = self.steps_per_epoch(), self.batch_size
         order = epoch_order(self.keys, self.subsets, self.sizes, epoch, steps * bs)
+        by_step = order.view(len(self.sizes), steps, bs).transpose(0, 1).contiguous()  # each step's [G, bs] contiguous
         dkeys = None if self.dropout is None else step_keys(self.keys, epoch, steps, self.net.sites)
         for s in range(steps):
-            self.step(order[:, s * bs : (s + 1) * bs], s, None if dkeys is None else dkeys[:, s])
+            self.step(by_step[s], s, None if dkeys is None else dkeys[:, s])
 
     def step(self, index: Tensor, s: int, dkeys: Tensor | None) -> None:
         """One optimizer step of every member that has samples left in this epoch."""

@@ -1,0 +1,115 @@
+"""The fused CPU kernels of the dense path: values against PyTorch, training with and without them,
+and the fallback when they cannot be built."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weightzoo.zoo import archs
+from weightzoo.zoo.tasks import load_task
+from weightzoo.zoo.train import fused, train_group
+from weightzoo.zoo.train.config import member_config
+from weightzoo.zoo.train.group import GroupTrainer
+from weightzoo.zoo.train.optim import FusedOptimizer, make_optimizer
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="no C compiler with OpenMP on this machine")
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)
+
+
+def test_bias_relu_and_its_gradient(gen):
+    z, b = torch.randn(5, 9, 7, generator=gen), torch.randn(5, 7, generator=gen)
+    expected = torch.relu(z + b[:, None])
+    out = fused.bias_relu_(z.clone(), b)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+    g = torch.randn(5, 9, 7, generator=gen)
+    bias_grad = torch.empty(5, 7)
+    got = fused.relu_grad_bias_(g.clone(), out, bias_grad)
+    torch.testing.assert_close(got, g * (expected > 0), rtol=0, atol=0)
+    torch.testing.assert_close(bias_grad, (g * (expected > 0)).sum(1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy_gradient_matches_autograd(gen, weighted):
+    n, c, batch = 4, 10, 33
+    logits = torch.randn(n, c, batch, generator=gen) * 8  # large logits exercise the exp's range
+    bias = torch.randn(n, c, generator=gen)
+    y = torch.randint(0, c, (50,), generator=gen)
+    index = torch.randint(0, 50, (n, batch), generator=gen)
+    weights = torch.rand(n, 1, batch, generator=gen) if weighted else 1.0 / batch
+
+    leaf = logits.clone().requires_grad_()
+    per_sample = F.cross_entropy(leaf + bias[:, :, None], y[index], reduction="none")
+    (per_sample * (weights[:, 0] if weighted else weights)).sum().backward()
+    bias_grad = torch.empty(n, c)
+    got = fused.softmax_xent_grad_(logits.clone(), bias, y, index, weights, bias_grad)
+    torch.testing.assert_close(got, leaf.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bias_grad, leaf.grad.sum(2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "sgd+momentum", "adam", "adamw"])
+def test_optimizer_rows_match_torch_optim(gen, kind):
+    rows = 6
+    params = [torch.randn(rows, 4, 3, generator=gen), torch.randn(rows, 4, generator=gen)]
+    grads = [[torch.randn_like(p) for p in params] for _ in range(4)]
+    lr = torch.rand(rows, generator=gen, dtype=torch.float64) * 0.05
+    wd = torch.rand(rows, generator=gen, dtype=torch.float64) * 0.1
+    mine = [p.clone() for p in params]
+    live = [torch.empty_like(p) for p in params]
+    opt = FusedOptimizer(kind, mine, live, lr, wd)
+    for step in grads:
+        for buf, g in zip(live, step):
+            buf.copy_(g)
+        opt.step()
+    for r in range(rows):
+        ref = [torch.nn.Parameter(p[r].clone()) for p in params]
+        cfg = member_config({"optimizer": kind, "lr": float(lr[r]), "weight_decay": float(wd[r])})
+        torch_opt = make_optimizer(cfg, ref)
+        for step in grads:
+            for q, g in zip(ref, step):
+                q.grad = g[r].clone()
+            torch_opt.step()
+        for q, p in zip(ref, mine):
+            torch.testing.assert_close(p[r], q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_and_without_the_kernels_agrees(monkeypatch):
+    """Same members, same steps: the fused path and the PyTorch-only path end at the same weights."""
+    task = load_task("digits").for_architecture(archs.mlp(64, [16, 16], 10))
+    arch = archs.mlp(64, [16, 16], 10)
+    kinds = [("adam", 0.0), ("sgd+momentum", 0.1), ("adamw", 0.0), ("sgd", 0.3)]
+    hps = [dict(seed=i, optimizer=o, lr=0.01, weight_decay=1e-3, dropout=d) for i, (o, d) in enumerate(kinds)]
+    run = {"epochs": 2, "checkpoint_epochs": [2], "batch_size": 64}
+    with_kernels = train_group(arch, task, hps, **run)
+    trainer = GroupTrainer(arch, task, [member_config(h) for h in hps], 64, "cpu")
+    assert any(trainer.path.fused_relu) and isinstance(trainer.optimizers[0], FusedOptimizer)
+
+    monkeypatch.setenv("WEIGHTZOO_FUSED", "0")
+    fused.library.cache_clear()
+    try:
+        assert not fused.available()
+        plain = train_group(arch, task, hps, **run)
+    finally:
+        monkeypatch.delenv("WEIGHTZOO_FUSED")
+        fused.library.cache_clear()
+    np.testing.assert_allclose(with_kernels.params, plain.params, atol=1e-4, rtol=0)  # float rounding, Adam-amplified
+    np.testing.assert_allclose(with_kernels.metrics["test_acc"], plain.metrics["test_acc"], atol=1e-2)
+
+
+def test_a_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("WEIGHTZOO_CACHE", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    fused.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="fused CPU kernels unavailable"):
+            assert fused.library() is None
+        assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    finally:
+        monkeypatch.undo()
+        fused.library.cache_clear()
+    assert fused.available()

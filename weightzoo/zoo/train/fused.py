@@ -1,0 +1,151 @@
+"""Fused CPU kernels for the dense path (``fused.c``), compiled on first use and called via ctypes.
+
+The PyTorch path needs several passes over memory for what is one pass in C (bias + ReLU; ReLU
+derivative + bias gradient; softmax + cross-entropy gradient + bias gradient; the optimizer
+update with per-member learning rates); on small networks those passes cost as much as the
+matmuls. The library is built with the system C compiler (``$CC`` or ``cc``, ``-O3
+-march=native -fopenmp``) into ``$WEIGHTZOO_CACHE`` (default ``~/.cache/weightzoo``), keyed by
+the source, the flags and the CPU, and shares PyTorch's OpenMP threads. Without a compiler, or
+with ``WEIGHTZOO_FUSED=0``, :func:`library` returns None and the trainer uses PyTorch ops only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("fused.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=c11"]
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+SIGNATURES = {
+    "bias_relu": [_P, _P, _I, _I, _I],
+    "relu_grad_bias": [_P, _P, _P, _I, _I, _I],
+    "softmax_xent_grad": [_P, _P, _P, _P, _P, _F, _P, _I, _I, _I],
+    "adam_rows": [_P, _P, _P, _P, _I, _I, _P, _P, ctypes.c_int, _F, _F, _F, _F, _F],
+    "sgd_rows": [_P, _P, _P, _I, _I, _P, _P, _F],
+}
+
+
+def _cpu_key() -> str:
+    """What the compiled code depends on besides the source: machine and CPU features."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()} {flags}"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("WEIGHTZOO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "weightzoo")
+    return Path(root)
+
+
+def _build(out: Path) -> None:
+    """Compile ``fused.c`` into ``out`` (atomically: a half-written library is never loaded)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        target = Path(tmp) / out.name
+        cmd = [os.environ.get("CC", "cc"), *FLAGS, str(SOURCE), "-o", str(target), "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.replace(target, out)
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None when they are disabled or cannot be built (warns once)."""
+    if os.environ.get("WEIGHTZOO_FUSED", "1") == "0":
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_key().encode()).hexdigest()[:16]
+    path = _cache_dir() / f"fused-{key}.so"
+    try:
+        if not path.exists():
+            _build(path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        warnings.warn(
+            f"weightzoo: fused CPU kernels unavailable ({detail.strip().splitlines()[0] if detail else exc}); "
+            "training uses PyTorch ops (slower). Install a C compiler with OpenMP or set WEIGHTZOO_FUSED=0.",
+            stacklevel=2,
+        )
+        return None
+    for name, args in SIGNATURES.items():
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = None
+    return lib
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether the kernels can run on these tensors: CPU, float32/int64, contiguous, library built."""
+    return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and library() is not None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def bias_relu_(z: Tensor, bias: Tensor) -> Tensor:
+    """``z = relu(z + bias[:, None])`` in place, ``z [n, rows, f]``, ``bias [n, f]``."""
+    n, rows, f = z.shape
+    library().bias_relu(_ptr(z), _ptr(bias), n, rows, f)
+    return z
+
+
+def relu_grad_bias_(grad: Tensor, out: Tensor, bias_grad: Tensor) -> Tensor:
+    """``grad *= (out > 0)`` in place and ``bias_grad = grad.sum(1)``; ``grad, out [n, rows, f]``."""
+    n, rows, f = grad.shape
+    library().relu_grad_bias(_ptr(grad), _ptr(out), _ptr(bias_grad), n, rows, f)
+    return grad
+
+
+def softmax_xent_grad_(
+    logits: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    index: Tensor,
+    weights: Tensor | float,
+    bias_grad: Tensor | None,
+) -> Tensor:
+    """In place on feature-major ``logits [n, c, batch]``: ``(softmax(logits + bias) - onehot) * weights``,
+    labels ``labels[index]``; the bias gradient (sum over the batch) into ``bias_grad``."""
+    n, c, batch = logits.shape
+    w = weights.reshape(n, batch) if isinstance(weights, Tensor) else None
+    scalar = 0.0 if w is not None else float(weights)
+    library().softmax_xent_grad(
+        _ptr(logits), _ptr(bias), _ptr(labels), _ptr(index), _ptr(w), scalar, _ptr(bias_grad), n, c, batch
+    )
+    return logits
+
+
+def adam_rows_(
+    p: Tensor, g: Tensor, m1: Tensor, m2: Tensor, lr: Tensor, wd: Tensor, decoupled: bool, betas, eps, step: int
+) -> None:
+    """One Adam (AdamW if ``decoupled``) step on ``p [rows, ...]`` with per-row ``lr`` and ``wd``."""
+    rows = p.shape[0]
+    bc1, bc2_sqrt = 1.0 - betas[0] ** step, (1.0 - betas[1] ** step) ** 0.5
+    library().adam_rows(
+        _ptr(p), _ptr(g), _ptr(m1), _ptr(m2), rows, p.numel() // max(rows, 1), _ptr(lr), _ptr(wd),
+        int(decoupled), betas[0], betas[1], eps, bc1, bc2_sqrt,
+    )  # fmt: skip
+
+
+def sgd_rows_(p: Tensor, g: Tensor, buf: Tensor | None, lr: Tensor, wd: Tensor, momentum: float) -> None:
+    """One SGD step (with momentum if ``buf``) on ``p [rows, ...]`` with per-row ``lr`` and ``wd``."""
+    rows = p.shape[0]
+    library().sgd_rows(_ptr(p), _ptr(g), _ptr(buf), rows, p.numel() // max(rows, 1), _ptr(lr), _ptr(wd), momentum)
+
+
+def available() -> bool:
+    """Whether the fused kernels are built and enabled on this machine."""
+    return library() is not None
