@@ -398,7 +398,7 @@ def push_zoo(
 ) -> PushResult:
     """Upload the zoo at ``path`` to the dataset repo ``repo_id`` (created if needed) with a
     manifest and a dataset card; only files that differ from the repo are sent."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
 
     path = Path(path)
     with ZooStore(path, "r") as zoo:
@@ -406,42 +406,56 @@ def push_zoo(
         name = (zoo.attrs.get("spec") or {}).get("name") or path.stem
         members = len(zoo)
     token = require_token(token, "push", repo_id)
-    branch = revision or "main"
     message = message or f"weightzoo: push {name} ({members:,} members)"
     api = HfApi(token=token)
-    with upload_source(path) as source, hub_errors("push", repo_id, revision), progress_bars(progress):
+    result = PushResult(repo_id, revision or "main")
+    with (
+        upload_source(path) as source,
+        tempfile.TemporaryDirectory(prefix="weightzoo-card-") as tmp,
+        hub_errors("push", repo_id, revision),
+        progress_bars(progress),
+    ):
         files = store_files(source)
         digests = {p: digest(f) for p, f in files.items()}
-        with tempfile.TemporaryDirectory(prefix="weightzoo-card-") as tmp:
-            meta = {MANIFEST: Path(tmp) / MANIFEST, CARD: Path(tmp) / CARD}
-            meta[MANIFEST].write_text(json.dumps(manifest(source, digests), indent=1, sort_keys=True) + "\n")
-            meta[CARD].write_text(card)
-            files.update(meta)
-            digests.update({p: digest(f) for p, f in meta.items()})
-
-            ensure_repo(api, repo_id, "dataset", private, revision)
-            remote = _remote_files(api, repo_id, branch)
-            changed = [p for p in files if p not in meta and not _same(remote.get(p), digests[p])]
-            stale = [p for p in remote if _is_store_path(p) and p not in files]  # a repo holds one zoo
-            result = PushResult(repo_id, branch)
-            if not changed and not stale and all(_same(remote.get(p), digests[p]) for p in meta):
-                return result
-            sizes = {p: d.size for p, d in digests.items()}
-            batches = list(_batches(changed, sizes)) or [[]]
-            for i, batch in enumerate(tqdm(batches, desc="commits", unit="commit", disable=not progress)):
-                ops: list = [CommitOperationAdd(p, str(files[p])) for p in batch]
-                if i == len(batches) - 1:  # deletions, manifest and card last: a complete push ends consistent
-                    ops += [CommitOperationDelete(p) for p in stale]
-                    ops += [CommitOperationAdd(p, str(f)) for p, f in meta.items()]
-                part = f" ({i + 1}/{len(batches)})" if len(batches) > 1 else ""
-                info = api.create_commit(
-                    repo_id, ops, commit_message=message + part, repo_type="dataset", revision=branch
-                )
-                result.commits.append(info.oid)
-                result.url = info.commit_url
-                result.uploaded += batch + (list(meta) if i == len(batches) - 1 else [])
-            result.deleted = stale
+        meta = _write_meta(Path(tmp), source, digests, card)
+        files.update(meta)
+        digests.update({p: digest(f) for p, f in meta.items()})
+        ensure_repo(api, repo_id, "dataset", private, revision)
+        remote = _remote_files(api, repo_id, result.revision)
+        changed = [p for p in files if p not in meta and not _same(remote.get(p), digests[p])]
+        stale = [p for p in remote if _is_store_path(p) and p not in files]  # a repo holds one zoo
+        if changed or stale or not all(_same(remote.get(p), digests[p]) for p in meta):
+            batches = list(_batches(changed, {p: d.size for p, d in digests.items()})) or [[]]
+            _commit_batches(api, result, batches, files, meta, stale, message, progress)
     return result
+
+
+def _write_meta(folder: Path, source: Path, digests: dict[str, FileDigest], card: str) -> dict[str, Path]:
+    """Write the manifest and the card into ``folder``; repo path -> local file."""
+    meta = {MANIFEST: folder / MANIFEST, CARD: folder / CARD}
+    meta[MANIFEST].write_text(json.dumps(manifest(source, digests), indent=1, sort_keys=True) + "\n")
+    meta[CARD].write_text(card)
+    return meta
+
+
+def _commit_batches(api, result: PushResult, batches, files, meta, stale, message: str, progress: bool) -> None:
+    """One commit per batch of store files; deletions, manifest and card go with the last, so a
+    push that completes leaves the repo consistent and one cut short leaves the old manifest."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    for i, batch in enumerate(tqdm(batches, desc="commits", unit="commit", disable=not progress)):
+        last = i == len(batches) - 1
+        ops: list = [CommitOperationAdd(p, str(files[p])) for p in batch]
+        if last:
+            ops += [CommitOperationDelete(p) for p in stale] + [CommitOperationAdd(p, str(f)) for p, f in meta.items()]
+        part = f" ({i + 1}/{len(batches)})" if len(batches) > 1 else ""
+        info = api.create_commit(
+            result.repo_id, ops, commit_message=message + part, repo_type="dataset", revision=result.revision
+        )
+        result.commits.append(info.oid)
+        result.url = info.commit_url
+        result.uploaded += batch + (list(meta) if last else [])
+    result.deleted = list(stale)
 
 
 # --------------------------------------------------------------------------- pull
