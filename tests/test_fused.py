@@ -113,3 +113,22 @@ def test_a_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
         monkeypatch.undo()
         fused.library.cache_clear()
     assert fused.available()
+
+
+def test_dropout_masks_are_the_pytorch_path_bit_for_bit(gen):
+    from weightzoo.zoo.train.randomness import dropout_factors_, dropout_threshold, hash32
+
+    n, rows, f = 5, 6, 7
+    keys = torch.randint(-(2**31), 2**31 - 1, (n,), generator=gen, dtype=torch.int32)
+    p = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.9])
+    threshold = torch.tensor([dropout_threshold(float(q)) for q in p])
+    scale = 1.0 / (1.0 - p)
+    counters = torch.arange(rows * f, dtype=torch.int32).view(rows, f)
+    expected = dropout_factors_(hash32(counters + keys.view(n, 1, 1)), torch.empty(n, rows, f),
+                                threshold.view(n, 1, 1), scale.view(n, 1, 1))  # fmt: skip
+    h = torch.randn(n, rows, f, generator=gen)
+    out, factors = torch.empty_like(h), torch.empty_like(h)
+    fused.dropout_(h, out, factors, keys, threshold, scale)
+    assert torch.equal(factors, expected)
+    assert torch.equal(out, h * expected)
+    assert torch.all(factors[0] == 1) and 0 < (factors[3] == 0).float().mean() < 1

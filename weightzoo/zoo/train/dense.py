@@ -102,9 +102,11 @@ class DensePath:
         self.blocks, self.kind = blocks, kind
         self.buf = _Buffers(blocks, chunk, batch, in_features, dropout, device)
         # one-pass C kernels (fused.py) where they apply: CPU, ReLU blocks with a bias, softmax loss
-        cpu = torch.device(device).type == "cpu" and fused.available()
-        self.fused_relu = [cpu and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks]
-        self.fused_loss = cpu and kind == "classification"
+        self.fused = torch.device(device).type == "cpu" and fused.available()
+        self.fused_relu = [
+            self.fused and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks
+        ]
+        self.fused_loss = self.fused and kind == "classification"
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
@@ -126,7 +128,7 @@ class DensePath:
                     z.add_(c.params[blk.bias].unsqueeze(1))
                 h = blk.act.forward(z, _rows(self.buf.y[k], n))
             if c.drop is not None:
-                h = torch.mul(h, self._factors(c, k), out=self.buf.a[k][:n])
+                h = self._dropout(c, k, h)
             outs.append(h)
         last = self.blocks[-1]
         z = torch.bmm(c.params[last.weight], h.transpose(1, 2), out=self.buf.z[-1][:n])
@@ -134,6 +136,14 @@ class DensePath:
             z.add_(c.params[last.bias].unsqueeze(-1))
         outs.append(z)
         return outs
+
+    def _dropout(self, c: Chunk, k: int, h: Tensor) -> Tensor:
+        """Hidden block ``k``'s output after this step's dropout; the factors stay in ``buf.f``."""
+        n = c.index.shape[0]
+        if self.fused:
+            keys = c.drop.keys[:, self.blocks[k].site]
+            return fused.dropout_(h, self.buf.a[k][:n], self.buf.f[k][:n], keys, c.drop.threshold, c.drop.scale)
+        return torch.mul(h, self._factors(c, k), out=self.buf.a[k][:n])
 
     def _factors(self, c: Chunk, k: int) -> Tensor:
         """This step's dropout factors of hidden block ``k``, ``[n, batch, features]``."""
@@ -170,12 +180,13 @@ class DensePath:
             blk = self.blocks[k]
             bias_done = k == last and self.fused_loss  # the fused loss wrote the last bias's gradient
             if k < last:
-                if c.drop is not None:
-                    grad.mul_(self.buf.f[k][:n])
+                factors = None if c.drop is None else self.buf.f[k][:n]
                 if self.fused_relu[k]:
-                    grad = fused.relu_grad_bias_(grad, self.buf.z[k][:n], c.grads[blk.bias])
+                    grad = fused.relu_grad_bias_(grad, self.buf.z[k][:n], c.grads[blk.bias], factors)
                     bias_done = True
                 else:
+                    if factors is not None:
+                        grad.mul_(factors)
                     grad = blk.act.backward(grad, self.buf.z[k][:n])  # input, or output of an in-place activation
             feature_major = grad if k == last else grad.transpose(1, 2)
             torch.bmm(feature_major, inputs[k], out=c.grads[blk.weight])

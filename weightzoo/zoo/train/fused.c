@@ -34,6 +34,36 @@ static inline float exp_f32(float x) {
     return p;
 }
 
+/* Chris Wellons' lowbias32 hash, as randomness.hash32_ computes it with int32 tensor ops. */
+static inline uint32_t lowbias32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Inverted dropout of h [n, rows, f] into out, the factors into factors: element (m, r, j) is kept,
+ * with factor scale[m], when float32(int32(lowbias32(key[m] + r * f + j))) > threshold[m]; else 0.
+ * The same masks as randomness.dropout_factors_ on the hashed counters (bit for bit). */
+void dropout(const float *h, float *out, float *factors, const int32_t *key, const float *threshold,
+             const float *scale, int64_t n, int64_t rows, int64_t f) {
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < n; m++) {
+        const uint32_t k = (uint32_t)key[m];
+        const float t = threshold[m], s = scale[m];
+        const int64_t base = m * rows * f;
+#pragma omp simd
+        for (int64_t i = 0; i < rows * f; i++) {
+            float hashed = (float)(int32_t)lowbias32(k + (uint32_t)i);
+            float factor = hashed > t ? s : 0.0f;
+            factors[base + i] = factor;
+            out[base + i] = h[base + i] * factor;
+        }
+    }
+}
+
 /* z[m, r, :] = relu(z[m, r, :] + b[m, :]) for z [n, rows, f] (batch-major), in place. */
 void bias_relu(float *z, const float *b, int64_t n, int64_t rows, int64_t f) {
 #pragma omp parallel for schedule(static)
@@ -50,18 +80,19 @@ void bias_relu(float *z, const float *b, int64_t n, int64_t rows, int64_t f) {
     }
 }
 
-/* g[m, r, :] *= (y[m, r, :] > 0) for the ReLU outputs y, and gb[m, :] = sum over r of g[m, r, :]. */
-void relu_grad_bias(float *g, const float *y, float *gb, int64_t n, int64_t rows, int64_t f) {
+/* g[m, r, :] *= (y[m, r, :] > 0) for the ReLU outputs y (and by the dropout factors d, if given),
+ * and gb[m, :] = sum over r of g[m, r, :]. */
+void relu_grad_bias(float *g, const float *y, const float *d, float *gb, int64_t n, int64_t rows, int64_t f) {
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < n; m++) {
         float *acc = gb + m * f;
         memset(acc, 0, (size_t)f * sizeof(float));
         for (int64_t r = 0; r < rows; r++) {
             float *gr = g + (m * rows + r) * f;
-            const float *yr = y + (m * rows + r) * f;
+            const float *yr = y + (m * rows + r) * f, *dr = d ? d + (m * rows + r) * f : NULL;
 #pragma omp simd
             for (int64_t j = 0; j < f; j++) {
-                float v = yr[j] > 0.0f ? gr[j] : 0.0f;
+                float v = yr[j] > 0.0f ? (dr ? gr[j] * dr[j] : gr[j]) : 0.0f;
                 gr[j] = v;
                 acc[j] += v;
             }

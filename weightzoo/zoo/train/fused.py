@@ -28,7 +28,8 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-m
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
     "bias_relu": [_P, _P, _I, _I, _I],
-    "relu_grad_bias": [_P, _P, _P, _I, _I, _I],
+    "relu_grad_bias": [_P, _P, _P, _P, _I, _I, _I],
+    "dropout": [_P, _P, _P, _P, _P, _P, _I, _I, _I],
     "softmax_xent_grad": [_P, _P, _P, _P, _P, _F, _P, _I, _I, _I],
     "adam_rows": [_P, _P, _P, _P, _I, _I, _P, _P, ctypes.c_int, _F, _F, _F, _F, _F],
     "sgd_rows": [_P, _P, _P, _I, _I, _P, _P, _F],
@@ -102,11 +103,22 @@ def bias_relu_(z: Tensor, bias: Tensor) -> Tensor:
     return z
 
 
-def relu_grad_bias_(grad: Tensor, out: Tensor, bias_grad: Tensor) -> Tensor:
-    """``grad *= (out > 0)`` in place and ``bias_grad = grad.sum(1)``; ``grad, out [n, rows, f]``."""
+def relu_grad_bias_(grad: Tensor, out: Tensor, bias_grad: Tensor, factors: Tensor | None = None) -> Tensor:
+    """``grad *= (out > 0)`` (and ``*= factors``, dropout's) in place and ``bias_grad = grad.sum(1)``;
+    ``grad, out, factors [n, rows, f]``."""
     n, rows, f = grad.shape
-    library().relu_grad_bias(_ptr(grad), _ptr(out), _ptr(bias_grad), n, rows, f)
+    library().relu_grad_bias(_ptr(grad), _ptr(out), _ptr(factors), _ptr(bias_grad), n, rows, f)
     return grad
+
+
+def dropout_(h: Tensor, out: Tensor, factors: Tensor, keys: Tensor, threshold: Tensor, scale: Tensor) -> Tensor:
+    """Inverted dropout of ``h [n, rows, f]`` into ``out`` with per-member int32 ``keys`` and float32
+    ``threshold``/``scale`` ``[n]``; the factors (0 or scale) go to ``factors`` for the backward pass.
+    The masks equal :func:`~weightzoo.zoo.train.randomness.dropout_factors_` of the hashed counters."""
+    n, rows, f = h.shape
+    keys, threshold, scale = keys.contiguous(), threshold.contiguous(), scale.contiguous()
+    library().dropout(_ptr(h), _ptr(out), _ptr(factors), _ptr(keys), _ptr(threshold), _ptr(scale), n, rows, f)
+    return out
 
 
 def softmax_xent_grad_(
