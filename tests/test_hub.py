@@ -69,6 +69,7 @@ def test_push_then_pull_is_bit_exact_with_a_card_and_a_manifest(fake_hub, tmp_pa
     assert meta["size_categories"] == ["n<1K"] and meta["license"] and meta["pretty_name"]
     assert "40 trained networks" in card and "| `0.weight` | [6, 4] | weight | 0 |" in card
     assert f'open_zoo("hf://datasets/{REPO}")' in card and "test_acc" in card
+    assert "## Architecture" in card and "| 0 | linear | in=4, out=6, bias=True |" in card
     manifest = json.loads(fake_hub.blob_path("dataset", REPO, "weightzoo.json").read_text())
     assert manifest["store"] == src.name and set(manifest["files"]) == set(tree_digest(src))
 

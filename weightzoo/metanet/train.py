@@ -79,7 +79,6 @@ class MetanetRun(
     ModelHubMixin,
     library_name="weightzoo",
     tags=["weight-space-learning", "metanetwork", "weightzoo"],
-    repo_url="https://pypi.org/project/weightzoo/",
 ):
     """A trained metanetwork with everything needed to use it on another zoo of its kind.
 

@@ -281,7 +281,7 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
         f"A zoo of {len(zoo):,} trained networks ({summary['architecture']}, "
         f"{'up to ' if summary['mixed_layouts'] else ''}{zoo.layout.size:,} parameters each, "
         f"checkpoints at epochs {zoo.epochs}), stored as `{store_name}` and made with "
-        "[weightzoo](https://pypi.org/project/weightzoo/).",
+        "weightzoo.",
         "",
         "## Load it",
         "",
@@ -309,6 +309,7 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
             cells = " | ".join(f"{q[k]:.4g}" for k in ("min", "q25", "median", "q75", "max"))
             lines.append(f"| {metric} | {cells} |")
         lines.append("")
+    lines += _architecture_lines(zoo)
     lines += ["## Parameter layout", "", "| tensor | shape | role | layer | offset |", "|---|---|---|---|---|"]
     lines += [f"| `{e.name}` | {list(e.shape)} | {e.role} | {e.layer} | {e.offset} |" for e in zoo.layout]
     lines += ["", "## Spec", ""]
@@ -319,6 +320,24 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
     else:
         lines.append(f"Imported ({(zoo.attrs.get('source') or {}).get('format', 'unknown source')}); no build spec.")
     return "\n".join(lines) + "\n"
+
+
+def _architecture_lines(zoo: ZooStore) -> list[str]:
+    """The card's architecture section: the family, its arguments and the layer table."""
+    arch = zoo.architecture
+    if not arch:
+        return []
+    lines = ["## Architecture", "", f"Family `{arch.get('family', 'custom')}`"]
+    if arch.get("args"):
+        lines[-1] += ", arguments " + ", ".join(f"`{k}={v}`" for k, v in arch["args"].items())
+    overrides = zoo.attrs.get("arch_overrides") or []
+    if overrides:
+        lines[-1] += f"; per member: {', '.join(overrides)}"
+    lines += ["", "| # | layer | settings |", "|---|---|---|"]
+    for i, layer in enumerate(arch.get("layers", [])):
+        settings = ", ".join(f"{k}={v}" for k, v in layer.items() if k != "type")
+        lines.append(f"| {i} | {layer.get('type')} | {settings} |")
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------- push
