@@ -197,11 +197,10 @@ class GroupTrainer:
     def epoch(self, epoch: int) -> None:
         """One pass of every member over its training subset."""
         steps, bs = self.steps_per_epoch(), self.batch_size
-        order = epoch_order(self.keys, self.subsets, self.sizes, epoch, steps * bs)
-        by_step = order.view(len(self.sizes), steps, bs).transpose(0, 1).contiguous()  # each step's [G, bs] contiguous
+        order = epoch_order(self.keys, self.subsets, self.sizes, epoch, steps, bs)
         dkeys = None if self.dropout is None else step_keys(self.keys, epoch, steps, self.net.sites)
         for s in range(steps):
-            self.step(by_step[s], s, None if dkeys is None else dkeys[:, s])
+            self.step(order[s], s, None if dkeys is None else dkeys[:, s])
 
     def step(self, index: Tensor, s: int, dkeys: Tensor | None) -> None:
         """One optimizer step of every member that has samples left in this epoch."""

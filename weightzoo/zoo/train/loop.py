@@ -77,7 +77,8 @@ class _MemberRun:
 
     def epoch(self, epoch: int) -> None:
         steps = -(-self.size // self.batch_size)
-        order = epoch_order(self.key, self.subset[None], [self.size], epoch, self.size)[0]
+        order = epoch_order(self.key, self.subset[None], [self.size], epoch, steps, self.batch_size)
+        order = order[:, 0].reshape(-1)[: self.size]  # this member's samples, without the padding
         dkeys = step_keys(self.key, epoch, steps, self.sites)[0] if self.cfg.dropout > 0 and self.sites else None
         y_train = self.targets(self.task.y_train)
         self.module.train()

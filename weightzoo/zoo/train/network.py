@@ -140,7 +140,7 @@ class BatchedNet:
         b = params[first.names[1]] if len(first.names) > 1 else None
         x = shape_input(self.arch, x, 1)
         if first.spec["type"] == "linear":
-            h = torch.matmul(w, x.reshape(len(x), -1).t())
+            h = torch.mm(w.reshape(-1, w.shape[-1]), x.reshape(len(x), -1).t()).view(*w.shape[:2], len(x))
             return self._run(h if b is None else h + b.unsqueeze(-1), False, self.first_dense + 1, params, None)
         h = _conv(first, x, w, b, groups=1)
         return self._run(h, True, self.first_dense + 1, params, None)

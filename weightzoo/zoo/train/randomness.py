@@ -52,9 +52,10 @@ def mix(keys: Tensor, *values: int) -> Tensor:
     return keys
 
 
-def permutation(key: int, size: int) -> Tensor:
-    """``torch.randperm(size)`` drawn by a Generator seeded with ``key`` (CPU, int64)."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(key & 0xFFFFFFFF))
+def permutation(key: int, size: int, out: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """``torch.randperm(size)`` drawn by a Generator seeded with ``key`` (CPU, int64), into ``out`` if given."""
+    generator = (generator or torch.Generator()).manual_seed(key & 0xFFFFFFFF)
+    return torch.randperm(size, generator=generator, out=out)
 
 
 def dropout_threshold(p: float) -> float:
@@ -100,14 +101,21 @@ def training_subsets(keys: Tensor, sizes: Sequence[int], n: int) -> Tensor:
     return rows.to(keys.device)
 
 
-def epoch_order(keys: Tensor, subsets: Tensor, sizes: Sequence[int], epoch: int, length: int) -> Tensor:
-    """int64 ``[G, length]``: each member's training indices for ``epoch`` in a fresh random order,
-    followed by padding (index 0) up to ``length``. One small call per member and epoch: a sort of
-    hashed keys for the whole group is several times slower on CPU."""
-    rows = torch.zeros(len(sizes), length, dtype=torch.int64)
+def epoch_order(keys: Tensor, subsets: Tensor, sizes: Sequence[int], epoch: int, steps: int, batch: int) -> Tensor:
+    """int64 ``[steps, G, batch]``: each member's training indices for ``epoch`` in a fresh random
+    order, cut into ``steps`` batches (each step's ``[G, batch]`` one contiguous block), padded with
+    index 0 after the member's last sample. One small call per member and epoch: a sort of hashed
+    keys for the whole group is several times slower on CPU."""
+    g_count, length = len(sizes), steps * batch
+    out = torch.empty(steps, g_count, batch, dtype=torch.int64)
     full = subsets.stride(0) == 0  # every member trains on the whole set: the order is the permutation
     source = subsets[0].cpu() if full else subsets.cpu()
+    perm = torch.zeros(length, dtype=torch.int64)
+    generator = torch.Generator()
     for g, (key, size) in enumerate(zip(mix(keys, _ORDER, epoch).tolist(), sizes)):
-        perm = permutation(key, size)
-        rows[g, :size] = perm if full else source[g][perm]
-    return rows.to(keys.device)
+        permutation(key, size, perm[:size], generator)
+        if not full:
+            perm[:size] = source[g][perm[:size]]
+        perm[size:] = 0
+        out[:, g].copy_(perm.view(steps, batch))
+    return out.to(keys.device)
