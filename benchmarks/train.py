@@ -2,7 +2,7 @@
 
 256 MNIST-1D MLPs (40-32-32-10 as in the shipped mnist1d-mlp config, ReLU, Adam, batch 128;
 per-member seed, learning rate, weight decay and init scale) are trained for the same number of
-epochs (so the same steps; 20 as in the config, 10 with --quick), one checkpoint at the end, by
+epochs (so the same steps; 20 as in the config), one checkpoint at the end, by
 ``train_group`` (one batched computation) and by ``train_member`` (``nn.Module`` + ``torch.optim``,
 one member after another). The loop is timed on a subset of the members and extrapolated per
 member: it trains members independently, so its time is linear in their number. The machine's
@@ -102,9 +102,9 @@ def measure(arch: dict, task, hps: list[dict], epochs: int, loop_members: int, r
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer epochs and loop members (under a minute)")
+    ap.add_argument("--quick", action="store_true", help="fewer loop members and repeats (under a minute)")
     args = ap.parse_args()
-    epochs, loop_members, repeats = (10, 8, 2) if args.quick else (20, 64, 3)
+    epochs, loop_members, repeats = (20, 8, 2) if args.quick else (20, 64, 3)
 
     task = load_task("mnist1d")
     arch = archs.mlp(40, WIDTHS, 10)
