@@ -256,6 +256,11 @@ def test_metanet_push_then_import_gives_the_same_predictions(fake_hub, tmp_path,
 
     code, out, _ = cli(capsys, "metanet", "push", tmp_path / "run", "lab/net")
     assert code == 0 and "up to date" in out
+    assert cli(capsys, "metanet", "push", tmp_path / "run", "lab/net", "--revision", "v2")[0] == 0
+    code, _, err = cli(capsys, "metanet", "import", "lab/net", "--revision", "v2", "--zoo", zoo,
+                       "--out", tmp_path / "v2.csv")  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "v2.csv")["prediction"], expected, rtol=1e-6)
 
 
 def test_metanet_import_bad_input(fake_hub, tmp_path, capsys):
@@ -267,3 +272,15 @@ def test_metanet_import_bad_input(fake_hub, tmp_path, capsys):
     assert code == 2 and "CSV" in err
     code, _, err = cli(capsys, "metanet", "push", tmp_path / "no-run", "lab/net")
     assert code == 2 and "missing" in err
+
+
+def test_a_private_zoo_needs_the_token_to_pull(fake_hub, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "zoo.zarr"
+    make_zoo(src)
+    assert cli(capsys, "zoo", "push", src, REPO, "--private")[0] == 0
+    monkeypatch.delenv("HF_TOKEN")
+    code, _, err = cli(capsys, "zoo", "pull", REPO, "--out", tmp_path / "anon")
+    assert code == 2 and "repository not found" in err and "HF_TOKEN" in err
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)
+    assert cli(capsys, "zoo", "pull", REPO, "--out", tmp_path / "mine")[0] == 0
+    assert tree_digest(tmp_path / "mine" / src.name) == tree_digest(src)

@@ -79,7 +79,7 @@ def translate(exc: BaseException, what: str, revision: str | None = None) -> Hub
         return HubError(f"{what}: {_first_line(exc)}")
     if isinstance(exc, RevisionNotFoundError):
         return HubError(f"{what}: revision {revision or 'main'!r} not found; check its name")
-    if isinstance(exc, RepositoryNotFoundError) and _status(exc) != 401:
+    if isinstance(exc, RepositoryNotFoundError):  # also the Hub's 401 to anonymous requests for it
         return HubError(
             f"{what}: repository not found on {constants.ENDPOINT} (or private and your token cannot see it); "
             "check the repo id, or set HF_TOKEN"
