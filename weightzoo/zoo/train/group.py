@@ -77,7 +77,8 @@ class _TaskData:
             targets = torch.zeros_like(targets)
 
         def rows(y: Tensor) -> Tensor:
-            return y.reshape(-1, *y.shape[2:]).to(device) if task.per_member else y.to(device)
+            y = y.reshape(-1, *y.shape[2:]) if task.per_member else y
+            return y.to(device, torch.int64) if task.kind == "classification" else y.to(device)  # class indices
 
         x_train, x_test = task.x_train.to(device), task.x_test.to(device)
         return cls(
