@@ -87,11 +87,6 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
-def usable(*tensors: Tensor) -> bool:
-    """Whether the kernels can run on these tensors: CPU, float32/int64, contiguous, library built."""
-    return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and library() is not None
-
-
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
