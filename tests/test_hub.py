@@ -284,3 +284,18 @@ def test_a_private_zoo_needs_the_token_to_pull(fake_hub, tmp_path, capsys, monke
     monkeypatch.setenv("HF_TOKEN", fake_hub.token)
     assert cli(capsys, "zoo", "pull", REPO, "--out", tmp_path / "mine")[0] == 0
     assert tree_digest(tmp_path / "mine" / src.name) == tree_digest(src)
+
+
+def test_a_cached_zoo_is_hashed_once_and_a_changed_size_is_caught(fake_hub, tmp_path, monkeypatch):
+    src = tmp_path / "zoo.zarr"
+    make_zoo(src)
+    weightzoo.push_zoo(src, REPO)
+    store = weightzoo.pull_zoo(REPO)
+    calls = []
+    real = zoo_hub.digest
+    monkeypatch.setattr(zoo_hub, "digest", lambda path: calls.append(path) or real(path))
+    assert weightzoo.pull_zoo(REPO) == store and calls == []  # the verified snapshot is reused as is
+    blob = (store / "params" / "c" / "0" / "0" / "0").resolve()  # the cache's blob behind the symlink
+    blob.write_bytes(blob.read_bytes() + b"x")
+    with pytest.raises(weightzoo.HubError, match="fails its checksum"):
+        weightzoo.pull_zoo(REPO)

@@ -38,6 +38,7 @@ COMMIT_MAX_FILES = 256  # files per commit: an interrupted push loses at most on
 COMMIT_MAX_BYTES = 512 << 20
 HF_URL_PREFIX = "hf://"
 STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
+VERIFIED_MARKER = ".weightzoo-verified"  # in a cached snapshot: the sha256 of the manifest it was checked against
 
 
 # --------------------------------------------------------------------------- errors
@@ -512,6 +513,12 @@ def _download(
     return folder, read_manifest(folder / MANIFEST, repo_id)
 
 
+def _sizes_match(folder: Path, data: dict) -> bool:
+    """Every store file of the manifest is there with its size (the cheap check of a verified snapshot)."""
+    files = data["files"].items()
+    return all((folder / rel).is_file() and (folder / rel).stat().st_size == f["size"] for rel, f in files)
+
+
 def check_files(folder: Path, data: dict, repo_id: str) -> Path:
     """Check every store file in ``folder`` against the manifest; return the store path."""
     store = folder / data["store"]
@@ -543,11 +550,18 @@ def pull_zoo(
 
     With ``out`` the store lands in that folder (``out/NAME.zarr``); it is assembled in a hidden
     folder there and moved into place only once every file checks out. Without ``out`` it stays
-    in the Hugging Face cache (read-only use).
+    in the Hugging Face cache (read-only use); a snapshot checked once is not hashed again (a
+    marker in it records the manifest it matched; Zarr and HDF5 chunks carry their own checksums).
     """
     if out is None:
         folder, data = _download(repo_id, revision, None, token, progress)
-        return check_files(folder, data, repo_id)
+        marker = folder / VERIFIED_MARKER
+        stamp = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+        if marker.is_file() and marker.read_text() == stamp and _sizes_match(folder, data):
+            return folder / data["store"]  # this snapshot was checked before; chunks keep their own checksums
+        store = check_files(folder, data, repo_id)
+        marker.write_text(stamp)
+        return store
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".weightzoo-pull-", dir=out))
