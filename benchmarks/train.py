@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,23 +69,13 @@ def model_flops(arch: dict, samples: int) -> float:
     return 6.0 * macs * samples
 
 
-def without_fused_kernels(fn):
-    """Run ``fn()`` with the trainer's fused CPU kernels switched off (PyTorch ops only)."""
-    os.environ["WEIGHTZOO_FUSED"] = "0"
-    fused.library.cache_clear()
-    try:
-        return fn()
-    finally:
-        del os.environ["WEIGHTZOO_FUSED"]
-        fused.library.cache_clear()
-
-
 def measure(arch: dict, task, hps: list[dict], epochs: int, loop_members: int, repeats: int) -> dict:
     """Seconds for the group (median of ``repeats``; also without the fused kernels) and per loop
     member; all run ``epochs`` epochs."""
     run = {"epochs": epochs, "checkpoint_epochs": [epochs], "batch_size": BATCH}
     group_s = timed(lambda: train_group(arch, task, hps, **run), repeats)
-    plain_s = without_fused_kernels(lambda: timed(lambda: train_group(arch, task, hps, **run), repeats))
+    with fused.disabled():
+        plain_s = timed(lambda: train_group(arch, task, hps, **run), repeats)
     loop = hps[:: max(1, len(hps) // loop_members)][:loop_members]
     loop_s = timed(lambda: [train_member(arch, task, hp, **run) for hp in loop], 1) / len(loop)
     flops = model_flops(arch, len(task.x_train) * epochs * len(hps))

@@ -78,7 +78,7 @@ def test_optimizer_rows_match_torch_optim(gen, kind):
             torch.testing.assert_close(p[r], q.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_training_with_and_without_the_kernels_agrees(monkeypatch):
+def test_training_with_and_without_the_kernels_agrees():
     """Same members, same steps: the fused path and the PyTorch-only path end at the same weights."""
     task = load_task("digits").for_architecture(archs.mlp(64, [16, 16], 10))
     arch = archs.mlp(64, [16, 16], 10)
@@ -89,14 +89,9 @@ def test_training_with_and_without_the_kernels_agrees(monkeypatch):
     trainer = GroupTrainer(arch, task, [member_config(h) for h in hps], 64, "cpu")
     assert any(trainer.path.fused_relu) and isinstance(trainer.optimizers[0], FusedOptimizer)
 
-    monkeypatch.setenv("WEIGHTZOO_FUSED", "0")
-    fused.library.cache_clear()
-    try:
+    with fused.disabled():
         assert not fused.available()
         plain = train_group(arch, task, hps, **run)
-    finally:
-        monkeypatch.delenv("WEIGHTZOO_FUSED")
-        fused.library.cache_clear()
     np.testing.assert_allclose(with_kernels.params, plain.params, atol=1e-4, rtol=0)  # float rounding, Adam-amplified
     np.testing.assert_allclose(with_kernels.metrics["test_acc"], plain.metrics["test_acc"], atol=1e-2)
 

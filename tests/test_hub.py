@@ -83,6 +83,10 @@ def test_open_zoo_reads_an_hf_url_from_the_cache(fake_hub, tmp_path, capsys):
         np.testing.assert_array_equal(zoo.params(), open_zoo(src).params())
     code, out, _ = cli(capsys, "zoo", "info", f"hf://datasets/{REPO}")
     assert code == 0 and "40 done" in out
+    code, out, _ = cli(capsys, "zoo", "verify", f"hf://datasets/{REPO}")
+    assert code == 0 and "ok" in out
+    assert cli(capsys, "zoo", "convert", f"hf://datasets/{REPO}", tmp_path / "copy.h5")[0] == 0
+    assert_same_zoo(src, tmp_path / "copy.h5")
     code, out, err = cli(capsys, "metanet", "train", "--zoo", f"hf://datasets/{REPO}", "--task", "predict:lr",
                          "--model", "statnn", "--epochs", "1", "--out", tmp_path / "run", "--quiet")  # fmt: skip
     assert code == 0 and "kendall_tau" in out, err

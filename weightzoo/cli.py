@@ -26,6 +26,9 @@ metanet_app = typer.Typer(help="Train, evaluate and share metanetworks on zoos."
 app.add_typer(metanet_app, name="metanet")
 
 
+ZOO_ARG = "a store (*.zarr, *.h5) or hf://datasets/USER/REPO[@REVISION] (pulled into the HF cache)"
+
+
 def _progress(quiet: bool) -> bool:
     """Show progress bars only on a terminal and without --quiet."""
     return not quiet and sys.stderr.isatty()
@@ -45,7 +48,7 @@ def zoo_info(
 
 
 @zoo_app.command("verify")
-def zoo_verify(path: Path) -> None:
+def zoo_verify(path: str = typer.Argument(..., help=ZOO_ARG)) -> None:
     """Check every chunk's checksum; exit 1 and list damaged members if any."""
     from .zoo.store import open_zoo
 
@@ -79,8 +82,8 @@ def zoo_import(
 
 @zoo_app.command("export")
 def zoo_export(
-    path: Path,
-    outdir: Path,
+    path: str = typer.Argument(..., help=ZOO_ARG),
+    outdir: Path = typer.Argument(..., help="folder to write"),
     epoch: int = typer.Option(-1, help="checkpoint to export (-1: the last)"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -94,8 +97,8 @@ def zoo_export(
 
 @zoo_app.command("convert")
 def zoo_convert(
-    src: Path,
-    dst: Path,
+    src: str = typer.Argument(..., help=ZOO_ARG),
+    dst: Path = typer.Argument(..., help="the new store (*.zarr or *.h5)"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

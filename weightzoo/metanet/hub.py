@@ -144,8 +144,8 @@ def push_run(
 
 
 def _head(api, repo_id: str, branch: str) -> str | None:
-    commits = api.list_repo_commits(repo_id, repo_type="model", revision=branch)
-    return commits[0].commit_id if commits else None
+    """The branch's head commit (one repo-info request, not the history)."""
+    return api.repo_info(repo_id, repo_type="model", revision=branch).sha
 
 
 def import_predictions(

@@ -10,7 +10,6 @@ scores) and ``load_run`` reads them back without unpickling anything.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..errors import SpecError, StoreError
+from ..zoo.hub import digest
 from ..zoo.store import ZooStore, open_zoo
 from .data import MetanetTask, Normalizer, SplitSpec, ZooMembers, load_members
 from .models import Metanet, build_metanet, model_kind
@@ -154,7 +154,7 @@ class MetanetRun(
         weights = run_dir / WEIGHTS_FILE
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(weights), metadata={"format": RUN_FORMAT})
-        self.config["weights_sha256"] = _sha256(weights)
+        self.config["weights_sha256"] = digest(weights).sha256
         tmp = run_dir / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(_json_safe(self.config), indent=2, allow_nan=False))
         tmp.replace(run_dir / CONFIG_FILE)
@@ -204,7 +204,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> MetanetRun:
         raise StoreError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise StoreError(f"{config_path}: not a weightzoo metanet run (format should be {RUN_FORMAT!r})")
-    if config.get("weights_sha256") != _sha256(weights):
+    if config.get("weights_sha256") != digest(weights).sha256:
         raise StoreError(f"{weights}: checksum differs from {CONFIG_FILE}; the weights were changed or damaged")
     task = MetanetTask.from_dict(config["task"])
     model = build_metanet(config["model"], config["model_args"], config["input"], task.out_features)
@@ -385,11 +385,3 @@ def _json_safe(value: Any) -> Any:
 
 def _open(zoo: ZooStore | str | os.PathLike) -> ZooStore:
     return zoo if isinstance(zoo, ZooStore) else open_zoo(zoo)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import HubError
-from .store import ZooStore, _remove
+from .store import ZooStore, staged_path
 
 MANIFEST = "weightzoo.json"
 CARD = "README.md"
@@ -568,13 +568,9 @@ def pull_zoo(
     try:
         folder, data = _download(repo_id, revision, staging, token, progress)
         store = check_files(folder, data, repo_id)
-        target = out / store.name
-        if target.exists():
-            if not overwrite:
-                raise HubError(f"{target}: already exists; remove it, choose another --out, or pass --overwrite")
-            _remove(target)
-        os.replace(store, target)
-        return target
+        with staged_path(out / store.name, overwrite) as tmp:  # refuses an existing store unless overwrite
+            os.replace(store, tmp)
+        return out / store.name
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

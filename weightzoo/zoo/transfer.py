@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import StoreError
 from .backends import Backend, backend_for
-from .store import CHUNK_BYTES, ZooStore, staged_path
+from .store import CHUNK_BYTES, ZooStore, open_zoo, staged_path
 
 EXPORT_FILES = ("members.csv", "zoo.json")
 
@@ -72,8 +72,8 @@ def export_zoo(
 
 
 def _open_source(path: str | os.PathLike) -> ZooStore:
-    """Open the zoo to read from; ZooStore names the path and the fix if it is not one."""
-    return ZooStore(path, "r")
+    """Open the zoo to read from (a store or an hf:// zoo); the error names the path and the fix."""
+    return open_zoo(path, "r")
 
 
 def _array_names(zoo: ZooStore) -> list[str]:

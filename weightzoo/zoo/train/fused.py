@@ -11,6 +11,7 @@ with ``WEIGHTZOO_FUSED=0``, :func:`library` returns None and the trainer uses Py
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -19,6 +20,7 @@ import platform
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from torch import Tensor
@@ -85,6 +87,22 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = None
     return lib
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """The kernels switched off (as with ``WEIGHTZOO_FUSED=0``) inside the block: PyTorch ops only."""
+    before = os.environ.get("WEIGHTZOO_FUSED")
+    os.environ["WEIGHTZOO_FUSED"] = "0"
+    library.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["WEIGHTZOO_FUSED"]
+        else:
+            os.environ["WEIGHTZOO_FUSED"] = before
+        library.cache_clear()
 
 
 def _ptr(t: Tensor | None) -> int | None:

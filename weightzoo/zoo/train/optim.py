@@ -13,7 +13,20 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-class ClassOptimizer:
+class _RunState:
+    """Parameters and gradients of a run and its optimizer state: momentum buffers (sgd+momentum)
+    or first and second moments (adam, adamw), zeroed like torch.optim's."""
+
+    def __init__(self, kind: str, params: list[Tensor], grads: list[Tensor]):
+        self.kind, self.params, self.grads = kind, params, grads
+        if kind == "sgd+momentum":
+            self.buf = [torch.zeros_like(p) for p in params]
+        elif kind in ("adam", "adamw"):
+            self.exp_avg = [torch.zeros_like(p) for p in params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+
+
+class ClassOptimizer(_RunState):
     """torch.optim's update for a run of members with one optimizer kind and one step count.
 
     ``params`` and ``grads`` are matching lists of tensors; ``lr`` and ``weight_decay`` hold each
@@ -24,16 +37,12 @@ class ClassOptimizer:
     def __init__(
         self, kind: str, params: list[Tensor], grads: list[Tensor], lr: list[Tensor], weight_decay: list[Tensor]
     ):
-        self.kind, self.params, self.grads = kind, params, grads
+        super().__init__(kind, params, grads)
         self.lr = [v.float() for v in lr]
         self.wd = [v.float() for v in weight_decay]
         self.shrink = [(1.0 - a * b).float() for a, b in zip(lr, weight_decay)]  # AdamW, in float64 first
         self.decay = any(bool((v != 0).any()) for v in weight_decay)
-        if kind == "sgd+momentum":
-            self.buf = [torch.zeros_like(p) for p in params]
-        elif kind in ("adam", "adamw"):
-            self.exp_avg = [torch.zeros_like(p) for p in params]
-            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        if kind in ("adam", "adamw"):
             self.update = [torch.zeros_like(p) for p in params]
             self.steps = [torch.zeros((), device=p.device) for p in params]
 
@@ -68,20 +77,15 @@ class ClassOptimizer:
             p.addcmul_(u, lr)
 
 
-class FusedOptimizer:
+class FusedOptimizer(_RunState):
     """The same updates as :class:`ClassOptimizer` in one pass per tensor (CPU kernels of
     ``fused.py``): ``params``/``grads`` are matching ``[rows, ...]`` tensors, one per layout entry,
     and ``lr``/``weight_decay`` hold one float32 value per row (member)."""
 
     def __init__(self, kind: str, params: list[Tensor], grads: list[Tensor], lr: Tensor, weight_decay: Tensor):
-        self.kind, self.params, self.grads = kind, params, grads
+        super().__init__(kind, params, grads)
         self.lr, self.wd = lr.float().contiguous(), weight_decay.float().contiguous()
         self.t = 0
-        if kind == "sgd+momentum":
-            self.buf = [torch.zeros_like(p) for p in params]
-        elif kind in ("adam", "adamw"):
-            self.exp_avg = [torch.zeros_like(p) for p in params]
-            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
 
     def step(self) -> None:
         self.t += 1
