@@ -1,6 +1,8 @@
 """The fused CPU kernels of the dense path: values against PyTorch, training with and without them,
 and the fallback when they cannot be built."""
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from weightzoo.zoo.train import fused, train_group
 from weightzoo.zoo.train.config import member_config
 from weightzoo.zoo.train.group import GroupTrainer
 from weightzoo.zoo.train.optim import FusedOptimizer, make_optimizer
+from weightzoo.zoo.train.randomness import dropout_factors_, dropout_threshold, hash32
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="no C compiler with OpenMP on this machine")
 
@@ -88,6 +91,7 @@ def test_training_with_and_without_the_kernels_agrees():
     with_kernels = train_group(arch, task, hps, **run)
     trainer = GroupTrainer(arch, task, [member_config(h) for h in hps], 64, "cpu")
     assert any(trainer.path.fused_relu) and isinstance(trainer.optimizers[0], FusedOptimizer)
+    assert trainer.path.whole_step == fused.mlp_step_vectorized()  # one kernel per step where it is fast
 
     with fused.disabled():
         assert not fused.available()
@@ -111,8 +115,6 @@ def test_a_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
 
 
 def test_dropout_masks_are_the_pytorch_path_bit_for_bit(gen):
-    from weightzoo.zoo.train.randomness import dropout_factors_, dropout_threshold, hash32
-
     n, rows, f = 5, 6, 7
     keys = torch.randint(-(2**31), 2**31 - 1, (n,), generator=gen, dtype=torch.int32)
     p = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.9])
@@ -127,3 +129,74 @@ def test_dropout_masks_are_the_pytorch_path_bit_for_bit(gen):
     assert torch.equal(factors, expected)
     assert torch.equal(out, h * expected)
     assert torch.all(factors[0] == 1) and 0 < (factors[3] == 0).float().mean() < 1
+
+
+def _mlp_problem(gen, dims, batch, weighted, dropout):
+    """Random members, samples, labels, loss weights and dropout of ``mlp_step_``'s arguments."""
+    n, pool = 3, 50
+    params = []
+    for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+        params += [torch.randn(n, fan_out, fan_in, generator=gen) / fan_in**0.5, torch.randn(n, fan_out, generator=gen)]
+    x = torch.randn(pool, dims[0], generator=gen)
+    index = torch.randint(0, pool, (n, batch), generator=gen)
+    labels = torch.randint(0, dims[-1], (2 * pool,), generator=gen)
+    label_index = index + torch.tensor([0, pool, 0]).view(n, 1)  # per-member targets, as image INR tasks have
+    weights = torch.rand(n, 1, batch, generator=gen) if weighted else 1.0 / batch
+    drop = None
+    if dropout:
+        p = torch.tensor([0.0, 0.2, 0.5])
+        keys = torch.randint(-(2**31), 2**31 - 1, (n, len(dims) - 2), generator=gen, dtype=torch.int32)
+        drop = keys, torch.tensor([dropout_threshold(float(q)) for q in p]), 1.0 / (1.0 - p)
+    return params, x, index, labels, label_index, weights, drop
+
+
+def _mlp_reference(params, x, index, labels, label_index, weights, drop):
+    """The same gradients by autograd: ReLU hidden layers, the dropout masks of ``randomness``."""
+    leaves = [p.clone().requires_grad_() for p in params]
+    n, batch = index.shape
+    h = x[index]
+    layers = len(leaves) // 2
+    for k in range(layers):
+        z = torch.bmm(h, leaves[2 * k].transpose(1, 2)) + leaves[2 * k + 1][:, None]
+        h = torch.relu(z)
+        if drop is not None and k < layers - 1:
+            keys, threshold, scale = drop
+            counters = torch.arange(batch * z.shape[2], dtype=torch.int32).view(batch, -1)
+            hashed = hash32(counters + keys[:, k].view(n, 1, 1))
+            h = h * dropout_factors_(hashed, torch.empty_like(h), threshold.view(n, 1, 1), scale.view(n, 1, 1))
+    loss = F.cross_entropy(z.reshape(n * batch, -1), labels[label_index].reshape(-1), reduction="none")
+    w = weights.reshape(n, batch) if isinstance(weights, torch.Tensor) else weights
+    (loss.view(n, batch) * w).sum().backward()
+    return [leaf.grad for leaf in leaves]
+
+
+def _check_mlp_step(gen, dims, batch, weighted, dropout):
+    params, *data = _mlp_problem(gen, dims, batch, weighted, dropout)
+    grads = [torch.full_like(p, float("nan")) for p in params]  # every entry must be written
+    fused.mlp_step_(params, grads, *data)
+    for got, expected in zip(grads, _mlp_reference(params, *data)):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+MLP_CASES = [
+    ([13, 7, 21, 5], 37, True, True),  # widths and batch off the 16-float vectors and 8-row tiles
+    ([40, 32, 32, 10], 128, False, False),  # the benchmark's members
+    ([40, 32, 32, 10], 64, True, True),
+    ([9, 3], 20, False, False),  # a single linear layer: softmax regression
+    ([70, 50, 4], 9, True, False),  # wide enough for tiles of 3 and 4 vectors
+]
+
+
+@pytest.mark.parametrize("dims, batch, weighted, dropout", MLP_CASES)
+def test_whole_mlp_step_matches_autograd(gen, dims, batch, weighted, dropout):
+    _check_mlp_step(gen, dims, batch, weighted, dropout)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+def test_whole_mlp_step_without_avx512_matches_autograd(gen, tmp_path, monkeypatch):
+    """The portable matmul tiles (machines without AVX-512) compute the same gradients."""
+    lib = fused.load(fused.build(tmp_path / "portable.so", ["-mno-avx512f"]))
+    monkeypatch.setattr(fused, "library", lambda: lib)
+    assert not fused.mlp_step_vectorized()  # the trainer keeps PyTorch's matmuls on such machines
+    for case in MLP_CASES[:2]:
+        _check_mlp_step(gen, *case)

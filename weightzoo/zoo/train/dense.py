@@ -107,12 +107,28 @@ class DensePath:
             self.fused and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks
         ]
         self.fused_loss = self.fused and kind == "classification"
+        # ReLU MLP classifiers (biases throughout): the whole step in one kernel, activations in cache
+        self.whole_step = (
+            self.fused_loss and all(self.fused_relu[:-1]) and blocks[-1].bias is not None and fused.mlp_step_vectorized()
+        )
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
+        if self.whole_step:
+            self._whole_step(chunk)
+            return
         inputs = self._forward(chunk)
         grad = self._loss_gradient(chunk, inputs.pop())
         self._backward(chunk, inputs, grad)
+
+    def _whole_step(self, c: Chunk) -> None:
+        """The gradients of a ReLU MLP classifier chunk by :func:`fused.mlp_step_`."""
+        names = [name for b in self.blocks for name in (b.weight, b.bias)]
+        drop = None
+        if c.drop is not None:
+            drop = (c.drop.keys[:, [b.site for b in self.blocks[:-1]]], c.drop.threshold, c.drop.scale)
+        params, grads = [c.params[k] for k in names], [c.grads[k] for k in names]
+        fused.mlp_step_(params, grads, c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
 
     def _forward(self, c: Chunk) -> list[Tensor]:
         """The input of every block (``[n, batch, features]``) and the logits (``[n, out, batch]``)."""

@@ -44,6 +44,12 @@ static inline uint32_t lowbias32(uint32_t x) {
     return x;
 }
 
+/* The inverted-dropout factor of counter i under member key k: s if float32(int32(lowbias32(k + i))) > t,
+ * else 0 (randomness.dropout_factors_ on the hashed counters, bit for bit). */
+static inline float dropout_factor(uint32_t k, uint32_t i, float t, float s) {
+    return (float)(int32_t)lowbias32(k + i) > t ? s : 0.0f;
+}
+
 /* Inverted dropout of h [n, rows, f] into out, the factors into factors: element (m, r, j) is kept,
  * with factor scale[m], when float32(int32(lowbias32(key[m] + r * f + j))) > threshold[m]; else 0.
  * The same masks as randomness.dropout_factors_ on the hashed counters (bit for bit). */
@@ -56,8 +62,7 @@ void dropout(const float *h, float *out, float *factors, const int32_t *key, con
         const int64_t base = m * rows * f;
 #pragma omp simd
         for (int64_t i = 0; i < rows * f; i++) {
-            float hashed = (float)(int32_t)lowbias32(k + (uint32_t)i);
-            float factor = hashed > t ? s : 0.0f;
+            float factor = dropout_factor(k, (uint32_t)i, t, s);
             factors[base + i] = factor;
             out[base + i] = h[base + i] * factor;
         }
@@ -100,6 +105,54 @@ void relu_grad_bias(float *g, const float *y, const float *d, float *gb, int64_t
     }
 }
 
+/* One member's cross-entropy gradient, in place on feature-major logits zm [c, batch] (bias bm [c] not
+ * yet added, or NULL): g = (softmax over c of (zm + bm) - onehot(label)) * weight; gbm[k] = sum of
+ * g[k, :] if gbm is given. Labels are y[idx[i]]; the weight of sample i is wm[i] if wm is given, else
+ * ws. scratch holds 4 * batch floats. */
+static void xent_member(float *restrict zm, const float *bm, const int64_t *y, const int64_t *idx, const float *wm,
+                        float ws, float *gbm, int64_t c, int64_t batch, float *scratch) {
+    float *restrict top = scratch, *restrict sum = scratch + batch;
+    float *restrict weight = scratch + 2 * batch, *restrict label = scratch + 3 * batch;
+    for (int64_t i = 0; i < batch; i++) {
+        top[i] = -INFINITY;
+        sum[i] = 0.0f;
+        weight[i] = wm ? wm[i] : ws;
+        label[i] = (float)y[idx[i]];
+    }
+    for (int64_t k = 0; k < c; k++) {
+        float *restrict zk = zm + k * batch;
+        const float bias = bm ? bm[k] : 0.0f;
+#pragma omp simd
+        for (int64_t i = 0; i < batch; i++) {
+            float v = zk[i] + bias;
+            zk[i] = v;
+            top[i] = v > top[i] ? v : top[i];
+        }
+    }
+    for (int64_t k = 0; k < c; k++) {
+        float *restrict zk = zm + k * batch;
+#pragma omp simd
+        for (int64_t i = 0; i < batch; i++) {
+            float e = exp_f32(zk[i] - top[i]);
+            zk[i] = e;
+            sum[i] += e;
+        }
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < batch; i++) sum[i] = weight[i] / sum[i];
+    for (int64_t k = 0; k < c; k++) {
+        float *restrict zk = zm + k * batch, acc = 0.0f;
+        const float kf = (float)k;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < batch; i++) {
+            float v = zk[i] * sum[i] - (label[i] == kf ? weight[i] : 0.0f);
+            zk[i] = v;
+            acc += v;
+        }
+        if (gbm) gbm[k] = acc;
+    }
+}
+
 /* Cross-entropy gradient of feature-major logits z [n, c, batch] (bias b [n, c] not yet added):
  * g = (softmax over c of (z + b) - onehot(label)) * weight, written over z; gb[m, k] = sum of g[m, k, :].
  * Labels are y[index[m, i]]; the weight is w[m, i] if w is given, else the scalar ws. */
@@ -108,50 +161,10 @@ void softmax_xent_grad(float *z, const float *b, const int64_t *y, const int64_t
 #pragma omp parallel
     {
         float *scratch = malloc((size_t)(4 * batch) * sizeof(float));
-        float *restrict top = scratch, *restrict sum = scratch + batch;
-        float *restrict weight = scratch + 2 * batch, *restrict label = scratch + 3 * batch;
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < n; m++) {
-            float *restrict zm = z + m * c * batch;
-            for (int64_t i = 0; i < batch; i++) {
-                top[i] = -INFINITY;
-                sum[i] = 0.0f;
-                weight[i] = w ? w[m * batch + i] : ws;
-                label[i] = (float)y[index[m * batch + i]];
-            }
-            for (int64_t k = 0; k < c; k++) {
-                float *restrict zk = zm + k * batch;
-                const float bias = b ? b[m * c + k] : 0.0f;
-#pragma omp simd
-                for (int64_t i = 0; i < batch; i++) {
-                    float v = zk[i] + bias;
-                    zk[i] = v;
-                    top[i] = v > top[i] ? v : top[i];
-                }
-            }
-            for (int64_t k = 0; k < c; k++) {
-                float *restrict zk = zm + k * batch;
-#pragma omp simd
-                for (int64_t i = 0; i < batch; i++) {
-                    float e = exp_f32(zk[i] - top[i]);
-                    zk[i] = e;
-                    sum[i] += e;
-                }
-            }
-#pragma omp simd
-            for (int64_t i = 0; i < batch; i++) sum[i] = weight[i] / sum[i];
-            for (int64_t k = 0; k < c; k++) {
-                float *restrict zk = zm + k * batch, acc = 0.0f;
-                const float kf = (float)k;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t i = 0; i < batch; i++) {
-                    float v = zk[i] * sum[i] - (label[i] == kf ? weight[i] : 0.0f);
-                    zk[i] = v;
-                    acc += v;
-                }
-                if (gb) gb[m * c + k] = acc;
-            }
-        }
+        for (int64_t m = 0; m < n; m++)
+            xent_member(z + m * c * batch, b ? b + m * c : NULL, y, index + m * batch, w ? w + m * batch : NULL, ws,
+                        gb ? gb + m * c : NULL, c, batch, scratch);
         free(scratch);
     }
 }
@@ -199,4 +212,240 @@ void sgd_rows(float *p, const float *g, float *buf, int64_t rows, int64_t width,
             for (int64_t j = 0; j < width; j++) pr[j] -= rate * fmaf(l2, pr[j], gr[j]);
         }
     }
+}
+
+/* ------------------------------------------------------------------ a whole training step of a ReLU MLP
+ *
+ * mlp_step does forward, softmax cross-entropy gradient and backward of each member in one go, its
+ * activations held in per-thread buffers that stay in cache; the batched matmuls of the PyTorch path
+ * instead stream every activation through memory between passes. The matmuls are small register-
+ * blocked kernels (AVX-512 where the compiler targets it, else plain loops); feature counts are
+ * padded to a multiple of VL floats with zeros, so every kernel works on whole vectors. */
+
+#define VL 16
+#define MR 8 /* rows per register tile */
+
+static inline int64_t padded(int64_t d) { return (d + VL - 1) / VL * VL; }
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+/* C[r, :nv*VL] = sum over k < K of A[r*am + k*ak] * B[k*ldb + :nv*VL] for r < mr, accumulated in
+ * mr x nv registers (constant after inlining: the compiler unrolls both loops). */
+static inline __attribute__((always_inline)) void tile(const int mr, const int nv, int64_t K, const float *A,
+                                                       int64_t am, int64_t ak, const float *B, int64_t ldb,
+                                                       float *C, int64_t ldc) {
+    __m512 acc[MR][3];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m512 b[3];
+        for (int v = 0; v < nv; v++) b[v] = _mm512_loadu_ps(B + k * ldb + v * VL);
+        for (int r = 0; r < mr; r++) {
+            const __m512 a = _mm512_set1_ps(A[r * am + k * ak]);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(C + r * ldc + v * VL, acc[r][v]);
+}
+
+#define TILE(mr, nv) tile(mr, nv, K, A, am, ak, B, ldb, C, ldc)
+#define TILE_ROWS(nv)                                                                                              \
+    switch (mr) {                                                                                                  \
+    case 8: TILE(8, nv); break;                                                                                    \
+    case 7: TILE(7, nv); break;                                                                                    \
+    case 6: TILE(6, nv); break;                                                                                    \
+    case 5: TILE(5, nv); break;                                                                                    \
+    case 4: TILE(4, nv); break;                                                                                    \
+    case 3: TILE(3, nv); break;                                                                                    \
+    case 2: TILE(2, nv); break;                                                                                    \
+    default: TILE(1, nv);                                                                                          \
+    }
+
+static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
+                     float *C, int64_t ldc) {
+    if (nv == 3) {
+        TILE_ROWS(3)
+    } else if (nv == 2) {
+        TILE_ROWS(2)
+    } else {
+        TILE_ROWS(1)
+    }
+}
+
+int mlp_step_vectorized(void) { return 1; }
+#else
+static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
+                     float *C, int64_t ldc) {
+    for (int r = 0; r < mr; r++) {
+        float *restrict cr = C + r * ldc;
+        for (int64_t j = 0; j < nv * VL; j++) cr[j] = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const float a = A[r * am + k * ak], *restrict bk = B + k * ldb;
+#pragma omp simd
+            for (int64_t j = 0; j < nv * VL; j++) cr[j] = fmaf(a, bk[j], cr[j]);
+        }
+    }
+}
+
+int mlp_step_vectorized(void) { return 0; }
+#endif
+
+/* C[m, :np] = sum over k < K of A[m*am + k*ak] * B[k*ldb + :np] for m < M; np a multiple of VL. */
+static void gemm(int64_t M, int64_t np, int64_t K, const float *A, int64_t am, int64_t ak, const float *B,
+                 int64_t ldb, float *C, int64_t ldc) {
+    const int64_t vecs = np / VL;
+    for (int64_t v0 = 0; v0 < vecs;) {
+        const int64_t left = vecs - v0;
+        const int nv = left == 4 ? 2 : (left >= 3 ? 3 : (int)left);
+        for (int64_t m0 = 0; m0 < M; m0 += MR)
+            tile_any(M - m0 < MR ? (int)(M - m0) : MR, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb,
+                     C + m0 * ldc + v0 * VL, ldc);
+        v0 += nv;
+    }
+}
+
+/* w [rows, cols] into out [cols, ld] transposed (transpose = 1) or [rows, ld] as is, zero-padded to ld. */
+static void pack(const float *restrict w, int64_t rows, int64_t cols, int transpose, float *restrict out, int64_t ld) {
+    const int64_t outer = transpose ? cols : rows, inner = transpose ? rows : cols;
+    for (int64_t o = 0; o < outer; o++) {
+        float *restrict row = out + o * ld;
+        for (int64_t i = 0; i < inner; i++) row[i] = transpose ? w[i * cols + o] : w[o * cols + i];
+        for (int64_t i = inner; i < ld; i++) row[i] = 0.0f;
+    }
+}
+
+/* g[i, j] *= (h[i, j] > 0) (and *= f[i, j], the dropout factors, if f) for rows i < batch of stride ld,
+ * units j < d; gb[j] = sum over i of g[i, j]. */
+static void relu_backward(float *restrict g, const float *restrict h, const float *restrict f, float *restrict gb,
+                          int64_t batch, int64_t d, int64_t ld) {
+    memset(gb, 0, (size_t)d * sizeof(float));
+    if (f)
+        for (int64_t i = 0; i < batch * ld; i++) g[i] *= f[i];
+    for (int64_t i = 0; i < batch; i++) {
+        float *restrict row = g + i * ld;
+        const float *restrict hr = h + i * ld;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) {
+            row[j] = hr[j] > 0.0f ? row[j] : 0.0f;
+            gb[j] += row[j];
+        }
+    }
+}
+
+/* One member's buffers: activations h[l] [batch, pad(dims[l])] (h[0] the input), dropout factors f[l],
+ * feature-major logits / their gradient [c, batch], two hidden gradients, packed weights, a weight
+ * gradient and the loss's scratch. */
+typedef struct {
+    float *h[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
+} Buffers;
+
+static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64_t batch, int dropout) {
+    int64_t widest = 0, packed = 0, total = 0;
+    for (int64_t l = 0; l <= layers; l++) widest = padded(dims[l]) > widest ? padded(dims[l]) : widest;
+    for (int64_t l = 1; l <= layers; l++) {
+        int64_t a = dims[l - 1] * padded(dims[l]), b = dims[l] * padded(dims[l - 1]);
+        packed = a > packed ? a : packed;
+        packed = b > packed ? b : packed;
+    }
+    for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (dropout && l > 0 ? 2 : 1);
+    total += batch * padded(dims[layers]) + 2 * batch * widest + 2 * packed + 4 * batch;
+    float *p = aligned_alloc(64, (size_t)(padded(total)) * sizeof(float));
+    if (!p) return 0;
+    memset(p, 0, (size_t)(padded(total)) * sizeof(float));
+    bf->base = p;
+    for (int64_t l = 0; l < layers; l++) {
+        bf->h[l] = p, p += batch * padded(dims[l]);
+        if (dropout && l > 0) bf->f[l] = p, p += batch * padded(dims[l]);
+    }
+    bf->logits = p, p += batch * padded(dims[layers]);
+    bf->grad[0] = p, p += batch * widest;
+    bf->grad[1] = p, p += batch * widest;
+    bf->packed = p, p += packed;
+    bf->wgrad = p, p += packed;
+    bf->scratch = p;
+    return 1;
+}
+
+/* Gradients of the summed, weighted softmax cross-entropy of n ReLU MLPs (layers linear layers with
+ * biases, dims[0] -> ... -> dims[layers] classes, ReLU and optional inverted dropout after every hidden
+ * layer) on one batch each, into the gradient buffers; what DensePath computes with PyTorch ops.
+ * params[4 l .. 4 l + 3] are the addresses of member 0's weight [dims[l+1], dims[l]], bias, weight
+ * gradient and bias gradient of layer l (members follow each other). Sample i of member m is
+ * x[index[m, i]] with label y[label_index[m, i]] and weight w[m, i] (or ws); dropout (keys [n, layers - 1]
+ * not NULL) draws the factors of dropout(). Returns 1, or 0 if a thread could not allocate its buffers
+ * (the gradients are then incomplete). */
+int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *params, const float *x,
+             const int64_t *index, const int64_t *y, const int64_t *label_index, const float *w, float ws,
+             const int32_t *keys, const float *threshold, const float *scale) {
+    if (layers < 1 || layers > 63) return 0;
+    int ok = 1;
+#pragma omp parallel reduction(min : ok)
+    {
+        Buffers bf = {0};
+        ok = buffers_alloc(&bf, layers, dims, batch, keys != NULL);
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < n; m++) {
+            if (!ok) continue;
+            const int64_t *idx = index + m * batch;
+            const int64_t c = dims[layers];
+            for (int64_t i = 0; i < batch; i++)
+                memcpy(bf.h[0] + i * padded(dims[0]), x + idx[i] * dims[0], (size_t)dims[0] * sizeof(float));
+
+            /* forward: h[l] = dropout(relu(h[l-1] W^T + b)), then the logits */
+            for (int64_t l = 1; l <= layers; l++) {
+                const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din), pout = padded(dout);
+                const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
+                const float *bl = (const float *)params[4 * (l - 1) + 1] + m * dout;
+                pack(wl, dout, din, 1, bf.packed, pout);
+                float *out = l < layers ? bf.h[l] : bf.grad[0]; /* the gradients are not in use yet */
+                gemm(batch, pout, din, bf.h[l - 1], pin, 1, bf.packed, pout, out, pout);
+                if (l == layers) { /* feature-major logits for the loss */
+                    for (int64_t j = 0; j < c; j++)
+                        for (int64_t i = 0; i < batch; i++) bf.logits[j * batch + i] = out[i * pout + j];
+                    break;
+                }
+                for (int64_t i = 0; i < batch; i++) {
+                    float *restrict row = out + i * pout;
+#pragma omp simd
+                    for (int64_t j = 0; j < dout; j++) row[j] = row[j] + bl[j] > 0.0f ? row[j] + bl[j] : 0.0f;
+                }
+                if (keys) { /* separate loops: a masked access through a NULL factor pointer stalls */
+                    const uint32_t key = (uint32_t)keys[m * (layers - 1) + l - 1];
+                    const float t = threshold[m], s = scale[m];
+                    for (int64_t i = 0; i < batch; i++) {
+                        float *restrict row = out + i * pout, *restrict fr = bf.f[l] + i * pout;
+#pragma omp simd
+                        for (int64_t j = 0; j < dout; j++) {
+                            fr[j] = dropout_factor(key, (uint32_t)(i * dout + j), t, s);
+                            row[j] *= fr[j];
+                        }
+                    }
+                }
+            }
+            float *gb_last = (float *)params[4 * (layers - 1) + 3] + m * c;
+            xent_member(bf.logits, (const float *)params[4 * (layers - 1) + 1] + m * c, y, label_index + m * batch,
+                        w ? w + m * batch : NULL, ws, gb_last, c, batch, bf.scratch);
+
+            /* backward: g (sample i, unit j) at g[i * gi + j * gj] */
+            const float *g = bf.logits;
+            int64_t gi = 1, gj = batch;
+            for (int64_t l = layers; l >= 1; l--) {
+                const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din);
+                const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
+                float *gw = (float *)params[4 * (l - 1) + 2] + m * dout * din;
+                gemm(dout, pin, batch, g, gj, gi, bf.h[l - 1], pin, bf.wgrad, pin);
+                for (int64_t j = 0; j < dout; j++) memcpy(gw + j * din, bf.wgrad + j * pin, (size_t)din * sizeof(float));
+                if (l == 1) break;
+                float *next = bf.grad[l % 2], *gb = (float *)params[4 * (l - 2) + 3] + m * din;
+                pack(wl, dout, din, 0, bf.packed, pin);
+                gemm(batch, pin, dout, g, gi, gj, bf.packed, pin, next, pin);
+                relu_backward(next, bf.h[l - 1], keys ? bf.f[l - 1] : NULL, gb, batch, din, pin);
+                g = next, gi = pin, gj = 1;
+            }
+        }
+        free(bf.base);
+    }
+    return ok;
 }

@@ -20,7 +20,7 @@ import platform
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from torch import Tensor
@@ -35,7 +35,10 @@ SIGNATURES = {
     "softmax_xent_grad": [_P, _P, _P, _P, _P, _F, _P, _I, _I, _I],
     "adam_rows": [_P, _P, _P, _P, _I, _I, _P, _P, ctypes.c_int, _F, _F, _F, _F, _F],
     "sgd_rows": [_P, _P, _P, _I, _I, _P, _P, _F],
+    "mlp_step": [_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _F, _P, _P, _P],
+    "mlp_step_vectorized": [],
 }
+RETURNS_INT = ("mlp_step", "mlp_step_vectorized")
 
 
 def _cpu_key() -> str:
@@ -54,14 +57,24 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def _build(out: Path) -> None:
+def build(out: Path, extra_flags: Sequence[str] = ()) -> Path:
     """Compile ``fused.c`` into ``out`` (atomically: a half-written library is never loaded)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         target = Path(tmp) / out.name
-        cmd = [os.environ.get("CC", "cc"), *FLAGS, str(SOURCE), "-o", str(target), "-lm"]
+        cmd = [os.environ.get("CC", "cc"), *FLAGS, *extra_flags, str(SOURCE), "-o", str(target), "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         os.replace(target, out)
+    return out
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """A compiled kernel library with its functions' signatures declared."""
+    lib = ctypes.CDLL(str(path))
+    for name, args in SIGNATURES.items():
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = ctypes.c_int if name in RETURNS_INT else None
+    return lib
 
 
 @functools.cache
@@ -72,9 +85,7 @@ def library() -> ctypes.CDLL | None:
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_key().encode()).hexdigest()[:16]
     path = _cache_dir() / f"fused-{key}.so"
     try:
-        if not path.exists():
-            _build(path)
-        lib = ctypes.CDLL(str(path))
+        return load(path if path.exists() else build(path))
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
         warnings.warn(
@@ -83,10 +94,6 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    for name, args in SIGNATURES.items():
-        getattr(lib, name).argtypes = args
-        getattr(lib, name).restype = None
-    return lib
 
 
 @contextlib.contextmanager
@@ -169,6 +176,45 @@ def sgd_rows_(p: Tensor, g: Tensor, buf: Tensor | None, lr: Tensor, wd: Tensor, 
     """One SGD step (with momentum if ``buf``) on ``p [rows, ...]`` with per-row ``lr`` and ``wd``."""
     rows = p.shape[0]
     library().sgd_rows(_ptr(p), _ptr(g), _ptr(buf), rows, p.numel() // max(rows, 1), _ptr(lr), _ptr(wd), momentum)
+
+
+def mlp_step_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    x: Tensor,
+    index: Tensor,
+    labels: Tensor,
+    label_index: Tensor,
+    weights: Tensor | float,
+    dropout: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> None:
+    """Gradients of one training step of n ReLU MLPs with softmax cross-entropy, in one kernel call.
+
+    ``params`` and ``grads`` are per layer ``weight [n, out, in], bias [n, out]`` (contiguous); the
+    samples are ``x[index]`` (``index [n, batch]``) with labels ``labels[label_index]`` and loss
+    weights ``weights`` (``[n, 1, batch]`` or a scalar); ``dropout`` is ``(keys [n, hidden layers]
+    int32, threshold [n], scale [n])`` as :func:`dropout_` takes them. Every hidden layer is
+    linear + bias + ReLU (+ dropout); the last is linear + bias. Fills ``grads``.
+    """
+    layers = len(params) // 2
+    n, batch = index.shape
+    dims = [params[0].shape[2], *(params[2 * k].shape[1] for k in range(layers))]
+    addresses = [t.data_ptr() for k in range(layers) for t in (*params[2 * k : 2 * k + 2], *grads[2 * k : 2 * k + 2])]
+    w = weights.reshape(n, batch) if isinstance(weights, Tensor) else None
+    keys, threshold, scale = (t.contiguous() for t in dropout) if dropout is not None else (None, None, None)
+    done = library().mlp_step(
+        n, batch, layers, (ctypes.c_int64 * len(dims))(*dims), (ctypes.c_int64 * len(addresses))(*addresses),
+        _ptr(x), _ptr(index), _ptr(labels), _ptr(label_index.contiguous()), _ptr(w),
+        0.0 if w is not None else float(weights), _ptr(keys), _ptr(threshold), _ptr(scale),
+    )  # fmt: skip
+    if not done:
+        raise MemoryError("weightzoo: the fused MLP step could not allocate its per-thread buffers")
+
+
+def mlp_step_vectorized() -> bool:
+    """Whether :func:`mlp_step_` was compiled with its AVX-512 matmul tiles (else plain loops, which
+    are slower than PyTorch's batched matmuls: the trainer then keeps them)."""
+    return available() and bool(library().mlp_step_vectorized())
 
 
 def available() -> bool:
