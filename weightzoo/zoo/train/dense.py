@@ -108,9 +108,8 @@ class DensePath:
         ]
         self.fused_loss = self.fused and kind == "classification"
         # ReLU MLP classifiers (biases throughout): the whole step in one kernel, activations in cache
-        self.whole_step = (
-            self.fused_loss and all(self.fused_relu[:-1]) and blocks[-1].bias is not None and fused.mlp_step_vectorized()
-        )
+        relu_mlp = all(self.fused_relu[:-1]) and blocks[-1].bias is not None
+        self.whole_step = self.fused_loss and relu_mlp and fused.mlp_step_vectorized()
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
