@@ -200,3 +200,12 @@ def test_whole_mlp_step_without_avx512_matches_autograd(gen, tmp_path, monkeypat
     assert not fused.mlp_step_vectorized()  # the trainer keeps PyTorch's matmuls on such machines
     for case in MLP_CASES[:2]:
         _check_mlp_step(gen, *case)
+
+
+def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
+    params, x, *rest = _mlp_problem(gen, [6, 4, 3], 5, False, False)
+    grads = [torch.empty_like(p) for p in params]
+    with pytest.raises(ValueError, match="x must be contiguous torch.float32 CPU tensors"):
+        fused.mlp_step_(params, grads, x.double(), *rest)
+    with pytest.raises(ValueError, match="params must be contiguous"):
+        fused.mlp_step_([params[0].transpose(1, 2).contiguous().transpose(1, 2), *params[1:]], grads, x, *rest)

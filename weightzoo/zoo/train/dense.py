@@ -108,7 +108,7 @@ class DensePath:
         ]
         self.fused_loss = self.fused and kind == "classification"
         # ReLU MLP classifiers (biases throughout): the whole step in one kernel, activations in cache
-        relu_mlp = all(self.fused_relu[:-1]) and blocks[-1].bias is not None
+        relu_mlp = all(self.fused_relu[:-1]) and blocks[-1].bias is not None and len(blocks) <= fused.MLP_MAX_LAYERS
         self.whole_step = self.fused_loss and relu_mlp and fused.mlp_step_vectorized()
 
     def gradients(self, chunk: Chunk) -> None:

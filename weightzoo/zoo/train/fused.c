@@ -379,7 +379,7 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
 int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *params, const float *x,
              const int64_t *index, const int64_t *y, const int64_t *label_index, const float *w, float ws,
              const int32_t *keys, const float *threshold, const float *scale) {
-    if (layers < 1 || layers > 63) return 0;
+    if (layers < 1 || layers > 63) return 0; /* MLP_MAX_LAYERS in fused.py */
     int ok = 1;
 #pragma omp parallel reduction(min : ok)
     {

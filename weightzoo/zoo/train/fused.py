@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("fused.c")
@@ -39,6 +40,7 @@ SIGNATURES = {
     "mlp_step_vectorized": [],
 }
 RETURNS_INT = ("mlp_step", "mlp_step_vectorized")
+MLP_MAX_LAYERS = 63  # mlp_step's per-thread buffer table (fused.c)
 
 
 def _cpu_key() -> str:
@@ -197,6 +199,13 @@ def mlp_step_(
     linear + bias + ReLU (+ dropout); the last is linear + bias. Fills ``grads``.
     """
     layers = len(params) // 2
+    if not 1 <= layers <= MLP_MAX_LAYERS:
+        raise ValueError(f"mlp_step_: {layers} linear layers; the kernel takes 1 to {MLP_MAX_LAYERS}")
+    for name, group, dtype in (("params", params, torch.float32), ("grads", grads, torch.float32),
+                               ("x", [x], torch.float32), ("index", [index, label_index], torch.int64),
+                               ("labels", [labels], torch.int64)):  # fmt: skip
+        if any(t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() for t in group):
+            raise ValueError(f"mlp_step_: {name} must be contiguous {dtype} CPU tensors (the kernel reads raw memory)")
     n, batch = index.shape
     dims = [params[0].shape[2], *(params[2 * k].shape[1] for k in range(layers))]
     addresses = [t.data_ptr() for k in range(layers) for t in (*params[2 * k : 2 * k + 2], *grads[2 * k : 2 * k + 2])]
@@ -204,7 +213,7 @@ def mlp_step_(
     keys, threshold, scale = (t.contiguous() for t in dropout) if dropout is not None else (None, None, None)
     done = library().mlp_step(
         n, batch, layers, (ctypes.c_int64 * len(dims))(*dims), (ctypes.c_int64 * len(addresses))(*addresses),
-        _ptr(x), _ptr(index), _ptr(labels), _ptr(label_index.contiguous()), _ptr(w),
+        _ptr(x), _ptr(index), _ptr(labels), _ptr(label_index), _ptr(w),
         0.0 if w is not None else float(weights), _ptr(keys), _ptr(threshold), _ptr(scale),
     )  # fmt: skip
     if not done:
