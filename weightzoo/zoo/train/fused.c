@@ -223,7 +223,7 @@ void sgd_rows(float *p, const float *g, float *buf, int64_t rows, int64_t width,
  * padded to a multiple of VL floats with zeros, so every kernel works on whole vectors. */
 
 #define VL 16
-#define MR 8 /* rows per register tile */
+#define MR 16 /* the most rows of a register tile: 16 of one vector, 12 of two, 8 of three */
 
 static inline int64_t padded(int64_t d) { return (d + VL - 1) / VL * VL; }
 
@@ -250,17 +250,12 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
         for (int v = 0; v < nv; v++) _mm512_storeu_ps(C + r * ldc + v * VL, acc[r][v]);
 }
 
-#define TILE(mr, nv) tile(mr, nv, K, A, am, ak, B, ldb, C, ldc)
+#define TILE(mr, nv)                                                                                               \
+    case mr: tile(mr, nv, K, A, am, ak, B, ldb, C, ldc); break;
 #define TILE_ROWS(nv)                                                                                              \
     switch (mr) {                                                                                                  \
-    case 8: TILE(8, nv); break;                                                                                    \
-    case 7: TILE(7, nv); break;                                                                                    \
-    case 6: TILE(6, nv); break;                                                                                    \
-    case 5: TILE(5, nv); break;                                                                                    \
-    case 4: TILE(4, nv); break;                                                                                    \
-    case 3: TILE(3, nv); break;                                                                                    \
-    case 2: TILE(2, nv); break;                                                                                    \
-    default: TILE(1, nv);                                                                                          \
+        TILE(16, nv) TILE(15, nv) TILE(14, nv) TILE(13, nv) TILE(12, nv) TILE(11, nv) TILE(10, nv) TILE(9, nv)     \
+        TILE(8, nv) TILE(7, nv) TILE(6, nv) TILE(5, nv) TILE(4, nv) TILE(3, nv) TILE(2, nv) TILE(1, nv)            \
     }
 
 static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
@@ -298,9 +293,9 @@ static void gemm(int64_t M, int64_t np, int64_t K, const float *A, int64_t am, i
     const int64_t vecs = np / VL;
     for (int64_t v0 = 0; v0 < vecs;) {
         const int64_t left = vecs - v0;
-        const int nv = left == 4 ? 2 : (left >= 3 ? 3 : (int)left);
-        for (int64_t m0 = 0; m0 < M; m0 += MR)
-            tile_any(M - m0 < MR ? (int)(M - m0) : MR, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb,
+        const int nv = left == 4 ? 2 : (left >= 3 ? 3 : (int)left), rows = nv == 1 ? 16 : (nv == 2 ? 12 : 8);
+        for (int64_t m0 = 0; m0 < M; m0 += rows)
+            tile_any(M - m0 < rows ? (int)(M - m0) : rows, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb,
                      C + m0 * ldc + v0 * VL, ldc);
         v0 += nv;
     }
