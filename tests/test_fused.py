@@ -81,17 +81,19 @@ def test_optimizer_rows_match_torch_optim(gen, kind):
             torch.testing.assert_close(p[r], q.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_training_with_and_without_the_kernels_agrees():
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "gelu"])  # gelu: elementwise kernels, no whole step
+def test_training_with_and_without_the_kernels_agrees(activation):
     """Same members, same steps: the fused path and the PyTorch-only path end at the same weights."""
-    task = load_task("digits").for_architecture(archs.mlp(64, [16, 16], 10))
-    arch = archs.mlp(64, [16, 16], 10)
+    arch = archs.mlp(64, [16, 16], 10, activation=activation)
+    task = load_task("digits").for_architecture(arch)
     kinds = [("adam", 0.0), ("sgd+momentum", 0.1), ("adamw", 0.0), ("sgd", 0.3)]
     hps = [dict(seed=i, optimizer=o, lr=0.01, weight_decay=1e-3, dropout=d) for i, (o, d) in enumerate(kinds)]
     run = {"epochs": 2, "checkpoint_epochs": [2], "batch_size": 64}
     with_kernels = train_group(arch, task, hps, **run)
     trainer = GroupTrainer(arch, task, [member_config(h) for h in hps], 64, "cpu")
-    assert any(trainer.path.fused_relu) and isinstance(trainer.optimizers[0], FusedOptimizer)
-    assert trainer.path.whole_step == fused.mlp_step_vectorized()  # one kernel per step where it is fast
+    assert isinstance(trainer.optimizers[0], FusedOptimizer)
+    assert any(trainer.path.fused_relu) == (activation == "relu")
+    assert trainer.path.whole_step == (activation != "gelu" and fused.mlp_step_vectorized())
 
     with fused.disabled():
         assert not fused.available()
@@ -150,16 +152,18 @@ def _mlp_problem(gen, dims, batch, weighted, dropout):
     return params, x, index, labels, label_index, weights, drop
 
 
-def _mlp_reference(params, x, index, labels, label_index, weights, drop):
-    """The same gradients by autograd: ReLU hidden layers, the dropout masks of ``randomness``."""
+def _mlp_reference(activations, params, x, index, labels, label_index, weights, drop):
+    """The same gradients by autograd, with the dropout masks of ``randomness``."""
     leaves = [p.clone().requires_grad_() for p in params]
     n, batch = index.shape
     h = x[index]
     layers = len(leaves) // 2
     for k in range(layers):
         z = torch.bmm(h, leaves[2 * k].transpose(1, 2)) + leaves[2 * k + 1][:, None]
-        h = torch.relu(z)
-        if drop is not None and k < layers - 1:
+        if k == layers - 1:
+            break
+        h = getattr(torch, activations[k])(z)
+        if drop is not None:
             keys, threshold, scale = drop
             counters = torch.arange(batch * z.shape[2], dtype=torch.int32).view(batch, -1)
             hashed = hash32(counters + keys[:, k].view(n, 1, 1))
@@ -170,11 +174,12 @@ def _mlp_reference(params, x, index, labels, label_index, weights, drop):
     return [leaf.grad for leaf in leaves]
 
 
-def _check_mlp_step(gen, dims, batch, weighted, dropout):
+def _check_mlp_step(gen, dims, batch, weighted, dropout, activations=None):
+    activations = activations or ["relu"] * (len(dims) - 2)
     params, *data = _mlp_problem(gen, dims, batch, weighted, dropout)
     grads = [torch.full_like(p, float("nan")) for p in params]  # every entry must be written
-    fused.mlp_step_(params, grads, *data)
-    for got, expected in zip(grads, _mlp_reference(params, *data)):
+    fused.mlp_step_(activations, params, grads, *data)
+    for got, expected in zip(grads, _mlp_reference(activations, params, *data)):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -192,6 +197,11 @@ def test_whole_mlp_step_matches_autograd(gen, dims, batch, weighted, dropout):
     _check_mlp_step(gen, dims, batch, weighted, dropout)
 
 
+@pytest.mark.parametrize("dropout", [False, True])
+def test_whole_mlp_step_with_tanh_and_sigmoid_matches_autograd(gen, dropout):
+    _check_mlp_step(gen, [13, 7, 21, 9, 5], 37, True, dropout, ["tanh", "sigmoid", "relu"])
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
 def test_whole_mlp_step_without_avx512_matches_autograd(gen, tmp_path, monkeypatch):
     """The portable matmul tiles (machines without AVX-512) compute the same gradients."""
@@ -206,6 +216,9 @@ def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
     params, x, *rest = _mlp_problem(gen, [6, 4, 3], 5, False, False)
     grads = [torch.empty_like(p) for p in params]
     with pytest.raises(ValueError, match="x must be contiguous torch.float32 CPU tensors"):
-        fused.mlp_step_(params, grads, x.double(), *rest)
+        fused.mlp_step_(["relu"], params, grads, x.double(), *rest)
     with pytest.raises(ValueError, match="params must be contiguous"):
-        fused.mlp_step_([params[0].transpose(1, 2).contiguous().transpose(1, 2), *params[1:]], grads, x, *rest)
+        strided = params[0].transpose(1, 2).contiguous().transpose(1, 2)
+        fused.mlp_step_(["relu"], [strided, *params[1:]], grads, x, *rest)
+    with pytest.raises(ValueError, match=r"activations \['gelu'\]; need 1 of \('relu', 'tanh', 'sigmoid'\)"):
+        fused.mlp_step_(["gelu"], params, grads, x, *rest)

@@ -26,7 +26,7 @@ class ActRule:
     reads_input: bool
     forward: Callable[[Tensor, Tensor | None], Tensor]
     backward: Callable[[Tensor, Tensor], Tensor]
-    name: str = ""  # "relu" has fused CPU kernels (see fused.py)
+    name: str = ""  # relu, tanh and sigmoid have fused CPU kernels (see fused.py)
 
 
 def act_rule(module: nn.Module) -> ActRule | None:
@@ -36,9 +36,11 @@ def act_rule(module: nn.Module) -> ActRule | None:
             False, lambda z, o: z.relu_(), lambda g, y: _ATEN.threshold_backward(g, y, 0.0, grad_input=g), "relu"
         )
     if isinstance(module, nn.Tanh):
-        return ActRule(False, lambda z, o: z.tanh_(), lambda g, y: _ATEN.tanh_backward(g, y, grad_input=g))
+        return ActRule(False, lambda z, o: z.tanh_(), lambda g, y: _ATEN.tanh_backward(g, y, grad_input=g), "tanh")
     if isinstance(module, nn.Sigmoid):
-        return ActRule(False, lambda z, o: z.sigmoid_(), lambda g, y: _ATEN.sigmoid_backward(g, y, grad_input=g))
+        return ActRule(
+            False, lambda z, o: z.sigmoid_(), lambda g, y: _ATEN.sigmoid_backward(g, y, grad_input=g), "sigmoid"
+        )
     if isinstance(module, nn.LeakyReLU):
         s = module.negative_slope
         return ActRule(

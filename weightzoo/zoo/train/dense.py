@@ -107,9 +107,12 @@ class DensePath:
             self.fused and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks
         ]
         self.fused_loss = self.fused and kind == "classification"
-        # ReLU MLP classifiers (biases throughout): the whole step in one kernel, activations in cache
-        relu_mlp = all(self.fused_relu[:-1]) and blocks[-1].bias is not None and len(blocks) <= fused.MLP_MAX_LAYERS
-        self.whole_step = self.fused_loss and relu_mlp and fused.mlp_step_vectorized()
+        # MLP classifiers (biases throughout, ReLU/tanh/sigmoid): the whole step in one kernel, in cache
+        self.activations = [b.act.name for b in blocks[:-1]]
+        kernel_mlp = all(b.bias is not None for b in blocks) and set(self.activations) <= set(fused.MLP_ACTIVATIONS)
+        self.whole_step = (
+            self.fused_loss and kernel_mlp and len(blocks) <= fused.MLP_MAX_LAYERS and fused.mlp_step_vectorized()
+        )
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
@@ -121,13 +124,14 @@ class DensePath:
         self._backward(chunk, inputs, grad)
 
     def _whole_step(self, c: Chunk) -> None:
-        """The gradients of a ReLU MLP classifier chunk by :func:`fused.mlp_step_`."""
+        """The gradients of an MLP classifier chunk by :func:`fused.mlp_step_`."""
         names = [name for b in self.blocks for name in (b.weight, b.bias)]
         drop = None
         if c.drop is not None:
             drop = (c.drop.keys[:, [b.site for b in self.blocks[:-1]]], c.drop.threshold, c.drop.scale)
         params, grads = [c.params[k] for k in names], [c.grads[k] for k in names]
-        fused.mlp_step_(params, grads, c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
+        data = (c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
+        fused.mlp_step_(self.activations, params, grads, *data)
 
     def _forward(self, c: Chunk) -> list[Tensor]:
         """The input of every block (``[n, batch, features]``) and the logits (``[n, out, batch]``)."""

@@ -311,29 +311,58 @@ static void pack(const float *restrict w, int64_t rows, int64_t cols, int transp
     }
 }
 
-/* g[i, j] *= (h[i, j] > 0) (and *= f[i, j], the dropout factors, if f) for rows i < batch of stride ld,
- * units j < d; gb[j] = sum over i of g[i, j]. */
-static void relu_backward(float *restrict g, const float *restrict h, const float *restrict f, float *restrict gb,
-                          int64_t batch, int64_t d, int64_t ld) {
+/* Hidden activations of mlp_step (codes: MLP_ACTIVATIONS in fused.py); tanh and sigmoid through exp_f32,
+ * to within about 1e-7 of PyTorch's. */
+enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2 };
+
+/* y[i, j] = act(z[i, j] + b[j]) in place, rows i < batch of stride ld, units j < d. */
+static void bias_act(float *restrict z, const float *restrict b, int act, int64_t batch, int64_t d, int64_t ld) {
+    for (int64_t i = 0; i < batch; i++) {
+        float *restrict row = z + i * ld;
+        if (act == ACT_RELU) {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) row[j] = row[j] + b[j] > 0.0f ? row[j] + b[j] : 0.0f;
+        } else if (act == ACT_TANH) {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) row[j] = 1.0f - 2.0f / (exp_f32(2.0f * (row[j] + b[j])) + 1.0f);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) row[j] = 1.0f / (1.0f + exp_f32(-(row[j] + b[j])));
+        }
+    }
+}
+
+/* g *= f (the dropout factors, if f), then g *= act'(z) read from the activation's output y, as
+ * PyTorch's threshold/tanh/sigmoid_backward compute it; gb[j] = sum over i of g[i, j]. */
+static void act_backward(float *restrict g, const float *restrict y, const float *restrict f, float *restrict gb,
+                         int act, int64_t batch, int64_t d, int64_t ld) {
     memset(gb, 0, (size_t)d * sizeof(float));
     if (f)
         for (int64_t i = 0; i < batch * ld; i++) g[i] *= f[i];
     for (int64_t i = 0; i < batch; i++) {
         float *restrict row = g + i * ld;
-        const float *restrict hr = h + i * ld;
+        const float *restrict yr = y + i * ld;
+        if (act == ACT_RELU) {
 #pragma omp simd
-        for (int64_t j = 0; j < d; j++) {
-            row[j] = hr[j] > 0.0f ? row[j] : 0.0f;
-            gb[j] += row[j];
+            for (int64_t j = 0; j < d; j++) row[j] = yr[j] > 0.0f ? row[j] : 0.0f;
+        } else if (act == ACT_TANH) {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) row[j] = row[j] * (1.0f - yr[j] * yr[j]);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) row[j] = row[j] * (1.0f - yr[j]) * yr[j];
         }
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) gb[j] += row[j];
     }
 }
 
-/* One member's buffers: activations h[l] [batch, pad(dims[l])] (h[0] the input), dropout factors f[l],
- * feature-major logits / their gradient [c, batch], two hidden gradients, packed weights, a weight
+/* One member's buffers, rows of pad(width) floats: each layer's input in[l] [batch, pad(dims[l])] (in[0]
+ * the samples; in[l] = y[l] without dropout), hidden outputs y[l] before dropout and the dropout factors
+ * f[l], feature-major logits / their gradient [c, batch], two hidden gradients, packed weights, a weight
  * gradient and the loss's scratch. */
 typedef struct {
-    float *h[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
+    float *in[64], *y[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
 } Buffers;
 
 static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64_t batch, int dropout) {
@@ -344,15 +373,16 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
         packed = a > packed ? a : packed;
         packed = b > packed ? b : packed;
     }
-    for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (dropout && l > 0 ? 2 : 1);
+    for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (dropout && l > 0 ? 3 : 1);
     total += batch * padded(dims[layers]) + 2 * batch * widest + 2 * packed + 4 * batch;
     float *p = aligned_alloc(64, (size_t)(padded(total)) * sizeof(float));
     if (!p) return 0;
     memset(p, 0, (size_t)(padded(total)) * sizeof(float));
     bf->base = p;
     for (int64_t l = 0; l < layers; l++) {
-        bf->h[l] = p, p += batch * padded(dims[l]);
-        if (dropout && l > 0) bf->f[l] = p, p += batch * padded(dims[l]);
+        const int64_t size = batch * padded(dims[l]);
+        bf->in[l] = bf->y[l] = p, p += size;
+        if (dropout && l > 0) bf->f[l] = p, bf->in[l] = p + size, p += 2 * size;
     }
     bf->logits = p, p += batch * padded(dims[layers]);
     bf->grad[0] = p, p += batch * widest;
@@ -363,17 +393,17 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
     return 1;
 }
 
-/* Gradients of the summed, weighted softmax cross-entropy of n ReLU MLPs (layers linear layers with
- * biases, dims[0] -> ... -> dims[layers] classes, ReLU and optional inverted dropout after every hidden
- * layer) on one batch each, into the gradient buffers; what DensePath computes with PyTorch ops.
- * params[4 l .. 4 l + 3] are the addresses of member 0's weight [dims[l+1], dims[l]], bias, weight
- * gradient and bias gradient of layer l (members follow each other). Sample i of member m is
- * x[index[m, i]] with label y[label_index[m, i]] and weight w[m, i] (or ws); dropout (keys [n, layers - 1]
- * not NULL) draws the factors of dropout(). Returns 1, or 0 if a thread could not allocate its buffers
- * (the gradients are then incomplete). */
-int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *params, const float *x,
-             const int64_t *index, const int64_t *y, const int64_t *label_index, const float *w, float ws,
-             const int32_t *keys, const float *threshold, const float *scale) {
+/* Gradients of the summed, weighted softmax cross-entropy of n MLPs (layers linear layers with biases,
+ * dims[0] -> ... -> dims[layers] classes; after every hidden layer the activation acts[l] and optional
+ * inverted dropout) on one batch each, into the gradient buffers: what DensePath computes with
+ * PyTorch ops. params[4 l .. 4 l + 3] are the addresses of member 0's weight [dims[l+1], dims[l]],
+ * bias, weight gradient and bias gradient of layer l (members follow each other). Sample i of member
+ * m is x[index[m, i]] with label y[label_index[m, i]] and weight w[m, i] (or ws); dropout (keys
+ * [n, layers - 1] not NULL) draws the factors of dropout(). Returns 1, or 0 if a thread could not
+ * allocate its buffers (the gradients are then incomplete). */
+int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *acts, const int64_t *params,
+             const float *x, const int64_t *index, const int64_t *y, const int64_t *label_index, const float *w,
+             float ws, const int32_t *keys, const float *threshold, const float *scale) {
     if (layers < 1 || layers > 63) return 0; /* MLP_MAX_LAYERS in fused.py */
     int ok = 1;
 #pragma omp parallel reduction(min : ok)
@@ -383,38 +413,38 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
 #pragma omp for schedule(static)
         for (int64_t m = 0; m < n; m++) {
             if (!ok) continue;
-            const int64_t *idx = index + m * batch;
-            const int64_t c = dims[layers];
-            for (int64_t i = 0; i < batch; i++)
-                memcpy(bf.h[0] + i * padded(dims[0]), x + idx[i] * dims[0], (size_t)dims[0] * sizeof(float));
+            const int64_t *idx = index + m * batch, c = dims[layers];
+            for (int64_t i = 0; i < batch; i++) {
+                float *restrict row = bf.in[0] + i * padded(dims[0]);
+                const float *restrict sample = x + idx[i] * dims[0];
+#pragma omp simd
+                for (int64_t j = 0; j < dims[0]; j++) row[j] = sample[j];
+            }
 
-            /* forward: h[l] = dropout(relu(h[l-1] W^T + b)), then the logits */
+            /* forward: in[l] = dropout(act(in[l-1] W^T + b)), then the logits */
             for (int64_t l = 1; l <= layers; l++) {
                 const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din), pout = padded(dout);
                 const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
                 const float *bl = (const float *)params[4 * (l - 1) + 1] + m * dout;
                 pack(wl, dout, din, 1, bf.packed, pout);
-                float *out = l < layers ? bf.h[l] : bf.grad[0]; /* the gradients are not in use yet */
-                gemm(batch, pout, din, bf.h[l - 1], pin, 1, bf.packed, pout, out, pout);
+                float *out = l < layers ? bf.y[l] : bf.grad[0]; /* the gradients are not in use yet */
+                gemm(batch, pout, din, bf.in[l - 1], pin, 1, bf.packed, pout, out, pout);
                 if (l == layers) { /* feature-major logits for the loss */
                     for (int64_t j = 0; j < c; j++)
                         for (int64_t i = 0; i < batch; i++) bf.logits[j * batch + i] = out[i * pout + j];
                     break;
                 }
-                for (int64_t i = 0; i < batch; i++) {
-                    float *restrict row = out + i * pout;
-#pragma omp simd
-                    for (int64_t j = 0; j < dout; j++) row[j] = row[j] + bl[j] > 0.0f ? row[j] + bl[j] : 0.0f;
-                }
-                if (keys) { /* separate loops: a masked access through a NULL factor pointer stalls */
+                bias_act(out, bl, (int)acts[l - 1], batch, dout, pout);
+                if (keys) {
                     const uint32_t key = (uint32_t)keys[m * (layers - 1) + l - 1];
                     const float t = threshold[m], s = scale[m];
                     for (int64_t i = 0; i < batch; i++) {
-                        float *restrict row = out + i * pout, *restrict fr = bf.f[l] + i * pout;
+                        const float *restrict yr = out + i * pout;
+                        float *restrict fr = bf.f[l] + i * pout, *restrict dr = bf.in[l] + i * pout;
 #pragma omp simd
                         for (int64_t j = 0; j < dout; j++) {
                             fr[j] = dropout_factor(key, (uint32_t)(i * dout + j), t, s);
-                            row[j] *= fr[j];
+                            dr[j] = yr[j] * fr[j];
                         }
                     }
                 }
@@ -430,13 +460,13 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                 const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din);
                 const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
                 float *gw = (float *)params[4 * (l - 1) + 2] + m * dout * din;
-                gemm(dout, pin, batch, g, gj, gi, bf.h[l - 1], pin, bf.wgrad, pin);
+                gemm(dout, pin, batch, g, gj, gi, bf.in[l - 1], pin, bf.wgrad, pin);
                 for (int64_t j = 0; j < dout; j++) memcpy(gw + j * din, bf.wgrad + j * pin, (size_t)din * sizeof(float));
                 if (l == 1) break;
                 float *next = bf.grad[l % 2], *gb = (float *)params[4 * (l - 2) + 3] + m * din;
                 pack(wl, dout, din, 0, bf.packed, pin);
                 gemm(batch, pin, dout, g, gi, gj, bf.packed, pin, next, pin);
-                relu_backward(next, bf.h[l - 1], keys ? bf.f[l - 1] : NULL, gb, batch, din, pin);
+                act_backward(next, bf.y[l - 1], keys ? bf.f[l - 1] : NULL, gb, (int)acts[l - 2], batch, din, pin);
                 g = next, gi = pin, gj = 1;
             }
         }

@@ -36,11 +36,12 @@ SIGNATURES = {
     "softmax_xent_grad": [_P, _P, _P, _P, _P, _F, _P, _I, _I, _I],
     "adam_rows": [_P, _P, _P, _P, _I, _I, _P, _P, ctypes.c_int, _F, _F, _F, _F, _F],
     "sgd_rows": [_P, _P, _P, _I, _I, _P, _P, _F],
-    "mlp_step": [_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _F, _P, _P, _P],
+    "mlp_step": [_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P, _P, _P],
     "mlp_step_vectorized": [],
 }
 RETURNS_INT = ("mlp_step", "mlp_step_vectorized")
 MLP_MAX_LAYERS = 63  # mlp_step's per-thread buffer table (fused.c)
+MLP_ACTIVATIONS = ("relu", "tanh", "sigmoid")  # mlp_step's hidden activations, by their code in fused.c
 
 
 def _cpu_key() -> str:
@@ -181,6 +182,7 @@ def sgd_rows_(p: Tensor, g: Tensor, buf: Tensor | None, lr: Tensor, wd: Tensor, 
 
 
 def mlp_step_(
+    activations: Sequence[str],
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     x: Tensor,
@@ -190,17 +192,21 @@ def mlp_step_(
     weights: Tensor | float,
     dropout: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> None:
-    """Gradients of one training step of n ReLU MLPs with softmax cross-entropy, in one kernel call.
+    """Gradients of one training step of n MLPs with softmax cross-entropy, in one kernel call.
 
     ``params`` and ``grads`` are per layer ``weight [n, out, in], bias [n, out]`` (contiguous); the
     samples are ``x[index]`` (``index [n, batch]``) with labels ``labels[label_index]`` and loss
     weights ``weights`` (``[n, 1, batch]`` or a scalar); ``dropout`` is ``(keys [n, hidden layers]
-    int32, threshold [n], scale [n])`` as :func:`dropout_` takes them. Every hidden layer is
-    linear + bias + ReLU (+ dropout); the last is linear + bias. Fills ``grads``.
+    int32, threshold [n], scale [n])`` as :func:`dropout_` takes them. Hidden layer ``k`` is linear +
+    bias + ``activations[k]`` (one of :data:`MLP_ACTIVATIONS`) + dropout; the last is linear + bias.
+    Fills ``grads``.
     """
     layers = len(params) // 2
     if not 1 <= layers <= MLP_MAX_LAYERS:
         raise ValueError(f"mlp_step_: {layers} linear layers; the kernel takes 1 to {MLP_MAX_LAYERS}")
+    if len(activations) != layers - 1 or not set(activations) <= set(MLP_ACTIVATIONS):
+        raise ValueError(f"mlp_step_: activations {list(activations)}; need {layers - 1} of {MLP_ACTIVATIONS}")
+    acts = [MLP_ACTIVATIONS.index(a) for a in activations]
     for name, group, dtype in (("params", params, torch.float32), ("grads", grads, torch.float32),
                                ("x", [x], torch.float32), ("index", [index, label_index], torch.int64),
                                ("labels", [labels], torch.int64)):  # fmt: skip
@@ -212,7 +218,8 @@ def mlp_step_(
     w = weights.reshape(n, batch) if isinstance(weights, Tensor) else None
     keys, threshold, scale = (t.contiguous() for t in dropout) if dropout is not None else (None, None, None)
     done = library().mlp_step(
-        n, batch, layers, (ctypes.c_int64 * len(dims))(*dims), (ctypes.c_int64 * len(addresses))(*addresses),
+        n, batch, layers, (ctypes.c_int64 * len(dims))(*dims), (ctypes.c_int64 * max(len(acts), 1))(*acts),
+        (ctypes.c_int64 * len(addresses))(*addresses),
         _ptr(x), _ptr(index), _ptr(labels), _ptr(label_index), _ptr(w),
         0.0 if w is not None else float(weights), _ptr(keys), _ptr(threshold), _ptr(scale),
     )  # fmt: skip
