@@ -414,12 +414,8 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
         for (int64_t m = 0; m < n; m++) {
             if (!ok) continue;
             const int64_t *idx = index + m * batch, c = dims[layers];
-            for (int64_t i = 0; i < batch; i++) {
-                float *restrict row = bf.in[0] + i * padded(dims[0]);
-                const float *restrict sample = x + idx[i] * dims[0];
-#pragma omp simd
-                for (int64_t j = 0; j < dims[0]; j++) row[j] = sample[j];
-            }
+            for (int64_t i = 0; i < batch; i++)
+                memcpy(bf.in[0] + i * padded(dims[0]), x + idx[i] * dims[0], (size_t)dims[0] * sizeof(float));
 
             /* forward: in[l] = dropout(act(in[l-1] W^T + b)), then the logits */
             for (int64_t l = 1; l <= layers; l++) {
