@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -100,7 +101,7 @@ class DensePath:
         self, blocks: list[_Block], kind: str, chunk: int, batch: int, in_features: int, dropout: bool, device
     ):
         self.blocks, self.kind = blocks, kind
-        self.buf = _Buffers(blocks, chunk, batch, in_features, dropout, device)
+        self._buffer_args = (blocks, chunk, batch, in_features, dropout, device)
         # one-pass C kernels (fused.py) where they apply: CPU, ReLU blocks with a bias, softmax loss
         self.fused = torch.device(device).type == "cpu" and fused.available()
         self.fused_relu = [
@@ -113,6 +114,11 @@ class DensePath:
         self.whole_step = (
             self.fused_loss and kernel_mlp and len(blocks) <= fused.MLP_MAX_LAYERS and fused.mlp_step_vectorized()
         )
+
+    @functools.cached_property
+    def buf(self) -> _Buffers:
+        """The op-by-op path's reused tensors, made on first use (the whole-step kernel needs none)."""
+        return _Buffers(*self._buffer_args)
 
     def gradients(self, chunk: Chunk) -> None:
         """Forward, loss gradient and backward of one chunk; fills ``chunk.grads``."""
