@@ -10,7 +10,7 @@ float32 matmul rate (2048 x 2048) is measured in the same run; ``sgemm_fraction`
 trainer's model FLOP rate over it. Model FLOPs per sample: 6 x the multiply-adds of the linear
 layers (forward 2, backward 4; biases, activations, loss and optimizer not counted); the time is
 the whole ``train_group`` call (setup and the final evaluation included). The group is timed with
-the fused CPU kernels (the default; with AVX-512 one kernel runs each member's whole step) and
+the fused CPU kernels (the default; with AVX-512 or AVX2 one kernel runs each member's whole step) and
 again with PyTorch ops only (``WEIGHTZOO_FUSED=0``).
 
 A second set of members with dropout (0.1 / 0.3 alternating) is reported too.
@@ -107,7 +107,7 @@ def main() -> None:
     sgemm = max(sgemm, sgemm_gflops())  # again after training: the better of two
 
     steps = -(-len(task.x_train) // BATCH) * epochs
-    kernels = "whole step (AVX-512 tiles)" if fused.mlp_step_vectorized() else "elementwise"
+    kernels = "whole step (register tiles)" if fused.mlp_step_vectorized() else "elementwise"
     print(
         f"{MEMBERS} mnist1d MLPs 40-{'-'.join(map(str, WIDTHS))}-10, ReLU, Adam, batch {BATCH}, {epochs} epochs "
         f"({steps} steps), torch {torch.__version__}, {torch.get_num_threads()} threads; "

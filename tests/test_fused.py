@@ -203,11 +203,14 @@ def test_whole_mlp_step_with_tanh_and_sigmoid_matches_autograd(gen, dropout):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
-def test_whole_mlp_step_without_avx512_matches_autograd(gen, tmp_path, monkeypatch):
-    """The portable matmul tiles (machines without AVX-512) compute the same gradients."""
-    lib = fused.load(fused.build(tmp_path / "portable.so", ["-mno-avx512f"]))
+@pytest.mark.parametrize("flags", [["-mno-avx512f"], ["-mno-avx512f", "-mno-avx2"]])
+def test_whole_mlp_step_on_other_cpus_matches_autograd(gen, tmp_path, monkeypatch, flags):
+    """The AVX2 tiles and the plain loops (CPUs with neither AVX-512 nor AVX2) give the same gradients."""
+    lib = fused.load(fused.build(tmp_path / "other.so", flags))
     monkeypatch.setattr(fused, "library", lambda: lib)
-    assert not fused.mlp_step_vectorized()  # the trainer keeps PyTorch's matmuls on such machines
+    cpu = fused._cpu_key().split()
+    tiled = "-mno-avx2" not in flags and "avx2" in cpu and "fma" in cpu
+    assert fused.mlp_step_vectorized() == tiled  # with plain loops the trainer keeps PyTorch's matmuls
     for case in MLP_CASES[:2]:
         _check_mlp_step(gen, *case)
 

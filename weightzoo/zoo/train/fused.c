@@ -219,35 +219,57 @@ void sgd_rows(float *p, const float *g, float *buf, int64_t rows, int64_t width,
  * mlp_step does forward, softmax cross-entropy gradient and backward of each member in one go, its
  * activations held in per-thread buffers that stay in cache; the batched matmuls of the PyTorch path
  * instead stream every activation through memory between passes. The matmuls are small register-
- * blocked kernels (AVX-512 where the compiler targets it, else plain loops); feature counts are
+ * blocked kernels (AVX-512 or AVX2 + FMA where the compiler targets them, else plain loops); feature counts are
  * padded to a multiple of VL floats with zeros, so every kernel works on whole vectors. */
 
-#define VL 16
-#define MR 16 /* the most rows of a register tile: 16 of one vector, 12 of two, 8 of three */
+#define VL 16 /* feature counts are padded to a multiple of VL floats */
+#define MR 16 /* the most rows of a register tile */
 
 static inline int64_t padded(int64_t d) { return (d + VL - 1) / VL * VL; }
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#ifdef __AVX512F__
+typedef __m512 vec;
+#define LANES 16
+#define MAX_NV 3 /* 32 registers: tiles of 16 x 1, 12 x 2 or 8 x 3 vectors of VL floats */
+static const int TILE_ROWS_FOR[MAX_NV + 1] = {0, 16, 12, 8};
+#define vzero _mm512_setzero_ps
+#define vset1 _mm512_set1_ps
+#define vload _mm512_loadu_ps
+#define vstore _mm512_storeu_ps
+#define vfma _mm512_fmadd_ps
+#else
+typedef __m256 vec;
+#define LANES 8
+#define MAX_NV 1 /* 16 registers: tiles of 6 rows x VL floats (two registers each) */
+static const int TILE_ROWS_FOR[MAX_NV + 1] = {0, 6};
+#define vzero _mm256_setzero_ps
+#define vset1 _mm256_set1_ps
+#define vload _mm256_loadu_ps
+#define vstore _mm256_storeu_ps
+#define vfma _mm256_fmadd_ps
+#endif
+#define SUB (VL / LANES) /* registers per VL floats */
 
 /* C[r, :nv*VL] = sum over k < K of A[r*am + k*ak] * B[k*ldb + :nv*VL] for r < mr, accumulated in
- * mr x nv registers (constant after inlining: the compiler unrolls both loops). */
+ * mr x nv*SUB registers (constant after inlining: the compiler unrolls the loops). */
 static inline __attribute__((always_inline)) void tile(const int mr, const int nv, int64_t K, const float *A,
                                                        int64_t am, int64_t ak, const float *B, int64_t ldb,
                                                        float *C, int64_t ldc) {
-    __m512 acc[MR][3];
+    vec acc[MR][MAX_NV * SUB];
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < nv * SUB; v++) acc[r][v] = vzero();
     for (int64_t k = 0; k < K; k++) {
-        __m512 b[3];
-        for (int v = 0; v < nv; v++) b[v] = _mm512_loadu_ps(B + k * ldb + v * VL);
+        vec b[MAX_NV * SUB];
+        for (int v = 0; v < nv * SUB; v++) b[v] = vload(B + k * ldb + v * LANES);
         for (int r = 0; r < mr; r++) {
-            const __m512 a = _mm512_set1_ps(A[r * am + k * ak]);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+            const vec a = vset1(A[r * am + k * ak]);
+            for (int v = 0; v < nv * SUB; v++) acc[r][v] = vfma(a, b[v], acc[r][v]);
         }
     }
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) _mm512_storeu_ps(C + r * ldc + v * VL, acc[r][v]);
+        for (int v = 0; v < nv * SUB; v++) vstore(C + r * ldc + v * LANES, acc[r][v]);
 }
 
 #define TILE(mr, nv)                                                                                               \
@@ -260,17 +282,26 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
 
 static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
                      float *C, int64_t ldc) {
+#if MAX_NV == 3
     if (nv == 3) {
         TILE_ROWS(3)
-    } else if (nv == 2) {
-        TILE_ROWS(2)
-    } else {
-        TILE_ROWS(1)
+        return;
     }
+    if (nv == 2) {
+        TILE_ROWS(2)
+        return;
+    }
+#else
+    (void)nv; /* always 1 */
+#endif
+    TILE_ROWS(1)
 }
 
 int mlp_step_vectorized(void) { return 1; }
 #else
+#define MAX_NV 1
+static const int TILE_ROWS_FOR[MAX_NV + 1] = {0, 8};
+
 static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
                      float *C, int64_t ldc) {
     for (int r = 0; r < mr; r++) {
@@ -293,7 +324,7 @@ static void gemm(int64_t M, int64_t np, int64_t K, const float *A, int64_t am, i
     const int64_t vecs = np / VL;
     for (int64_t v0 = 0; v0 < vecs;) {
         const int64_t left = vecs - v0;
-        const int nv = left == 4 ? 2 : (left >= 3 ? 3 : (int)left), rows = nv == 1 ? 16 : (nv == 2 ? 12 : 8);
+        const int nv = left == 4 && MAX_NV == 3 ? 2 : (int)(left < MAX_NV ? left : MAX_NV), rows = TILE_ROWS_FOR[nv];
         for (int64_t m0 = 0; m0 < M; m0 += rows)
             tile_any(M - m0 < rows ? (int)(M - m0) : rows, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb,
                      C + m0 * ldc + v0 * VL, ldc);

@@ -228,8 +228,8 @@ def mlp_step_(
 
 
 def mlp_step_vectorized() -> bool:
-    """Whether :func:`mlp_step_` was compiled with its AVX-512 matmul tiles (else plain loops, which
-    are slower than PyTorch's batched matmuls: the trainer then keeps them)."""
+    """Whether :func:`mlp_step_` was compiled with its register-tiled matmuls (AVX-512, or AVX2 + FMA);
+    with plain loops it is slower than PyTorch's batched matmuls, and the trainer keeps those."""
     return available() and bool(library().mlp_step_vectorized())
 
 
