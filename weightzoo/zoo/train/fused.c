@@ -276,8 +276,7 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
     case mr: tile(mr, nv, K, A, am, ak, B, ldb, C, ldc); break;
 #define TILE_ROWS(nv)                                                                                              \
     switch (mr) {                                                                                                  \
-        TILE(16, nv) TILE(15, nv) TILE(14, nv) TILE(13, nv) TILE(12, nv) TILE(11, nv) TILE(10, nv) TILE(9, nv)     \
-        TILE(8, nv) TILE(7, nv) TILE(6, nv) TILE(5, nv) TILE(4, nv) TILE(3, nv) TILE(2, nv) TILE(1, nv)            \
+        TILE(16, nv) TILE(12, nv) TILE(8, nv) TILE(6, nv) TILE(4, nv) TILE(2, nv) TILE(1, nv)                      \
     }
 
 static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int64_t ak, const float *B, int64_t ldb,
@@ -325,9 +324,12 @@ static void gemm(int64_t M, int64_t np, int64_t K, const float *A, int64_t am, i
     for (int64_t v0 = 0; v0 < vecs;) {
         const int64_t left = vecs - v0;
         const int nv = left == 4 && MAX_NV == 3 ? 2 : (int)(left < MAX_NV ? left : MAX_NV), rows = TILE_ROWS_FOR[nv];
-        for (int64_t m0 = 0; m0 < M; m0 += rows)
-            tile_any(M - m0 < rows ? (int)(M - m0) : rows, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb,
-                     C + m0 * ldc + v0 * VL, ldc);
+        for (int64_t m0 = 0, mr; m0 < M; m0 += mr) {
+            mr = M - m0 < rows ? M - m0 : rows;
+            /* the row counts TILE_ROWS instantiates */
+            mr = mr >= 16 ? 16 : mr >= 12 ? 12 : mr >= 8 ? 8 : mr >= 6 ? 6 : mr >= 4 ? 4 : mr >= 2 ? 2 : 1;
+            tile_any((int)mr, nv, K, A + m0 * am, am, ak, B + v0 * VL, ldb, C + m0 * ldc + v0 * VL, ldc);
+        }
         v0 += nv;
     }
 }
@@ -488,7 +490,8 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                 const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
                 float *gw = (float *)params[4 * (l - 1) + 2] + m * dout * din;
                 gemm(dout, pin, batch, g, gj, gi, bf.in[l - 1], pin, bf.wgrad, pin);
-                for (int64_t j = 0; j < dout; j++) memcpy(gw + j * din, bf.wgrad + j * pin, (size_t)din * sizeof(float));
+                for (int64_t j = 0; j < dout; j++) /* drop the padding */
+                    memcpy(gw + j * din, bf.wgrad + j * pin, (size_t)din * sizeof(float));
                 if (l == 1) break;
                 float *next = bf.grad[l % 2], *gb = (float *)params[4 * (l - 2) + 3] + m * din;
                 pack(wl, dout, din, 0, bf.packed, pin);
