@@ -81,7 +81,7 @@ def test_optimizer_rows_match_torch_optim(gen, kind):
             torch.testing.assert_close(p[r], q.detach(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "gelu"])  # gelu: elementwise kernels, no whole step
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu"])  # silu: no kernel of its own, no whole step
 def test_training_with_and_without_the_kernels_agrees(activation):
     """Same members, same steps: the fused path and the PyTorch-only path end at the same weights."""
     arch = archs.mlp(64, [16, 16], 10, activation=activation)
@@ -93,7 +93,7 @@ def test_training_with_and_without_the_kernels_agrees(activation):
     trainer = GroupTrainer(arch, task, [member_config(h) for h in hps], 64, "cpu")
     assert isinstance(trainer.optimizers[0], FusedOptimizer)
     assert any(trainer.path.fused_relu) == (activation == "relu")
-    assert trainer.path.whole_step == (activation != "gelu" and fused.mlp_step_vectorized())
+    assert trainer.path.whole_step == (activation != "silu" and fused.mlp_step_vectorized())
 
     with fused.disabled():
         assert not fused.available()
@@ -162,7 +162,7 @@ def _mlp_reference(activations, params, x, index, labels, label_index, weights, 
         z = torch.bmm(h, leaves[2 * k].transpose(1, 2)) + leaves[2 * k + 1][:, None]
         if k == layers - 1:
             break
-        h = getattr(torch, activations[k])(z)
+        h = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu}[activations[k]](z)
         if drop is not None:
             keys, threshold, scale = drop
             counters = torch.arange(batch * z.shape[2], dtype=torch.int32).view(batch, -1)
@@ -198,8 +198,8 @@ def test_whole_mlp_step_matches_autograd(gen, dims, batch, weighted, dropout):
 
 
 @pytest.mark.parametrize("dropout", [False, True])
-def test_whole_mlp_step_with_tanh_and_sigmoid_matches_autograd(gen, dropout):
-    _check_mlp_step(gen, [13, 7, 21, 9, 5], 37, True, dropout, ["tanh", "sigmoid", "relu"])
+def test_whole_mlp_step_with_tanh_sigmoid_and_gelu_matches_autograd(gen, dropout):
+    _check_mlp_step(gen, [13, 7, 21, 9, 11, 5], 37, True, dropout, ["tanh", "sigmoid", "gelu", "relu"])
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
@@ -223,5 +223,5 @@ def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
     with pytest.raises(ValueError, match="params must be contiguous"):
         strided = params[0].transpose(1, 2).contiguous().transpose(1, 2)
         fused.mlp_step_(["relu"], [strided, *params[1:]], grads, x, *rest)
-    with pytest.raises(ValueError, match=r"activations \['gelu'\]; need 1 of \('relu', 'tanh', 'sigmoid'\)"):
-        fused.mlp_step_(["gelu"], params, grads, x, *rest)
+    with pytest.raises(ValueError, match=r"activations \['silu'\]; need 1 of \('relu', 'tanh', 'sigmoid', 'gelu'\)"):
+        fused.mlp_step_(["silu"], params, grads, x, *rest)

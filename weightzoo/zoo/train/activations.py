@@ -26,7 +26,7 @@ class ActRule:
     reads_input: bool
     forward: Callable[[Tensor, Tensor | None], Tensor]
     backward: Callable[[Tensor, Tensor], Tensor]
-    name: str = ""  # relu, tanh and sigmoid have fused CPU kernels (see fused.py)
+    name: str = ""  # relu, tanh, sigmoid and gelu have fused CPU kernels (see fused.py)
 
 
 def act_rule(module: nn.Module) -> ActRule | None:
@@ -57,6 +57,7 @@ def act_rule(module: nn.Module) -> ActRule | None:
             True,
             lambda z, o: _ATEN.gelu.out(z, approximate=ap, out=o),
             lambda g, z: _ATEN.gelu_backward(g, z, approximate=ap, grad_input=g),
+            "gelu" if ap == "none" else "",  # the fused kernels compute the exact (erf) GELU only
         )
     if isinstance(module, nn.SiLU):
         return ActRule(

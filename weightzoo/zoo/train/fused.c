@@ -344,46 +344,75 @@ static void pack(const float *restrict w, int64_t rows, int64_t cols, int transp
     }
 }
 
-/* Hidden activations of mlp_step (codes: MLP_ACTIVATIONS in fused.py); tanh and sigmoid through exp_f32,
- * to within about 1e-7 of PyTorch's. */
-enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2 };
+/* Hidden activations of mlp_step (codes: MLP_ACTIVATIONS in fused.py): tanh, sigmoid and GELU through
+ * exp_f32 and erf_f32, within a few 1e-7 of PyTorch's. */
+enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_GELU = 3 };
 
-/* y[i, j] = act(z[i, j] + b[j]) in place, rows i < batch of stride ld, units j < d. */
-static void bias_act(float *restrict z, const float *restrict b, int act, int64_t batch, int64_t d, int64_t ld) {
+/* erf(x) for float32, vectorizable: Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7). */
+static inline float erf_f32(float x) {
+    const float ax = x < 0.0f ? -x : x, t = 1.0f / fmaf(0.3275911f, ax, 1.0f);
+    float p = 1.061405429f;
+    p = fmaf(p, t, -1.453152027f);
+    p = fmaf(p, t, 1.421413741f);
+    p = fmaf(p, t, -0.284496736f);
+    p = fmaf(p, t, 0.254829592f);
+    const float e = 1.0f - p * t * exp_f32(-ax * ax);
+    return x < 0.0f ? -e : e;
+}
+
+/* y[i, j] = act(z[i, j] + b[j]) in place, rows i < batch of stride ld, units j < d; GELU also keeps its
+ * input z + b in pre (its derivative needs it; the others read their output). */
+static void bias_act(float *restrict z, float *restrict pre, const float *restrict b, int act, int64_t batch,
+                     int64_t d, int64_t ld) {
     for (int64_t i = 0; i < batch; i++) {
-        float *restrict row = z + i * ld;
+        float *restrict row = z + i * ld, *restrict pr = pre + i * ld;
         if (act == ACT_RELU) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = row[j] + b[j] > 0.0f ? row[j] + b[j] : 0.0f;
         } else if (act == ACT_TANH) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = 1.0f - 2.0f / (exp_f32(2.0f * (row[j] + b[j])) + 1.0f);
-        } else {
+        } else if (act == ACT_SIGMOID) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = 1.0f / (1.0f + exp_f32(-(row[j] + b[j])));
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                const float v = row[j] + b[j];
+                pr[j] = v;
+                row[j] = 0.5f * v * (1.0f + erf_f32(v * 0.70710678118654752f));
+            }
         }
     }
 }
 
-/* g *= f (the dropout factors, if f), then g *= act'(z) read from the activation's output y, as
- * PyTorch's threshold/tanh/sigmoid_backward compute it; gb[j] = sum over i of g[i, j]. */
-static void act_backward(float *restrict g, const float *restrict y, const float *restrict f, float *restrict gb,
-                         int act, int64_t batch, int64_t d, int64_t ld) {
+/* g *= f (the dropout factors, if f), then g *= act'(z), from the output y (ReLU, tanh, sigmoid) or the
+ * input pre (GELU) as PyTorch's threshold/tanh/sigmoid/gelu_backward compute it; gb[j] = sum over i of
+ * g[i, j]. */
+static void act_backward(float *restrict g, const float *restrict y, const float *restrict pre,
+                         const float *restrict f, float *restrict gb, int act, int64_t batch, int64_t d, int64_t ld) {
     memset(gb, 0, (size_t)d * sizeof(float));
     if (f)
         for (int64_t i = 0; i < batch * ld; i++) g[i] *= f[i];
     for (int64_t i = 0; i < batch; i++) {
         float *restrict row = g + i * ld;
-        const float *restrict yr = y + i * ld;
+        const float *restrict yr = y + i * ld, *restrict pr = pre + i * ld;
         if (act == ACT_RELU) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = yr[j] > 0.0f ? row[j] : 0.0f;
         } else if (act == ACT_TANH) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = row[j] * (1.0f - yr[j] * yr[j]);
-        } else {
+        } else if (act == ACT_SIGMOID) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = row[j] * (1.0f - yr[j]) * yr[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                const float v = pr[j], cdf = 0.5f * (1.0f + erf_f32(v * 0.70710678118654752f));
+                const float pdf = 0.39894228040143268f * exp_f32(-0.5f * v * v); /* exp(-v^2/2) / sqrt(2 pi) */
+                row[j] = row[j] * (cdf + v * pdf);
+            }
         }
 #pragma omp simd
         for (int64_t j = 0; j < d; j++) gb[j] += row[j];
@@ -391,11 +420,11 @@ static void act_backward(float *restrict g, const float *restrict y, const float
 }
 
 /* One member's buffers, rows of pad(width) floats: each layer's input in[l] [batch, pad(dims[l])] (in[0]
- * the samples; in[l] = y[l] without dropout), hidden outputs y[l] before dropout and the dropout factors
- * f[l], feature-major logits / their gradient [c, batch], two hidden gradients, packed weights, a weight
- * gradient and the loss's scratch. */
+ * the samples; in[l] = y[l] without dropout), hidden outputs y[l] before dropout, their inputs pre[l]
+ * (GELU's) and the dropout factors f[l], feature-major logits / their gradient [c, batch], two hidden
+ * gradients, packed weights, a weight gradient and the loss's scratch. */
 typedef struct {
-    float *in[64], *y[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
+    float *in[64], *y[64], *pre[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
 } Buffers;
 
 static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64_t batch, int dropout) {
@@ -406,7 +435,7 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
         packed = a > packed ? a : packed;
         packed = b > packed ? b : packed;
     }
-    for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (dropout && l > 0 ? 3 : 1);
+    for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (l == 0 ? 1 : dropout ? 4 : 2);
     total += batch * padded(dims[layers]) + 2 * batch * widest + 2 * packed + 4 * batch;
     float *p = aligned_alloc(64, (size_t)(padded(total)) * sizeof(float));
     if (!p) return 0;
@@ -415,6 +444,7 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
     for (int64_t l = 0; l < layers; l++) {
         const int64_t size = batch * padded(dims[l]);
         bf->in[l] = bf->y[l] = p, p += size;
+        if (l > 0) bf->pre[l] = p, p += size;
         if (dropout && l > 0) bf->f[l] = p, bf->in[l] = p + size, p += 2 * size;
     }
     bf->logits = p, p += batch * padded(dims[layers]);
@@ -463,7 +493,7 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                         for (int64_t i = 0; i < batch; i++) bf.logits[j * batch + i] = out[i * pout + j];
                     break;
                 }
-                bias_act(out, bl, (int)acts[l - 1], batch, dout, pout);
+                bias_act(out, bf.pre[l], bl, (int)acts[l - 1], batch, dout, pout);
                 if (keys) {
                     const uint32_t key = (uint32_t)keys[m * (layers - 1) + l - 1];
                     const float t = threshold[m], s = scale[m];
@@ -496,7 +526,8 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                 float *next = bf.grad[l % 2], *gb = (float *)params[4 * (l - 2) + 3] + m * din;
                 pack(wl, dout, din, 0, bf.packed, pin);
                 gemm(batch, pin, dout, g, gi, gj, bf.packed, pin, next, pin);
-                act_backward(next, bf.y[l - 1], keys ? bf.f[l - 1] : NULL, gb, (int)acts[l - 2], batch, din, pin);
+                const float *f = keys ? bf.f[l - 1] : NULL;
+                act_backward(next, bf.y[l - 1], bf.pre[l - 1], f, gb, (int)acts[l - 2], batch, din, pin);
                 g = next, gi = pin, gj = 1;
             }
         }

@@ -41,7 +41,7 @@ SIGNATURES = {
 }
 RETURNS_INT = ("mlp_step", "mlp_step_vectorized")
 MLP_MAX_LAYERS = 63  # mlp_step's per-thread buffer table (fused.c)
-MLP_ACTIVATIONS = ("relu", "tanh", "sigmoid")  # mlp_step's hidden activations, by their code in fused.c
+MLP_ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # mlp_step's hidden activations, by their code in fused.c
 
 
 def _cpu_key() -> str:
