@@ -348,24 +348,25 @@ static void pack(const float *restrict w, int64_t rows, int64_t cols, int transp
  * exp_f32 and erf_f32, within a few 1e-7 of PyTorch's. */
 enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_GELU = 3 };
 
-/* erf(x) for float32, vectorizable: Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7). */
-static inline float erf_f32(float x) {
+/* erf(x) for float32 given exp(-x^2), vectorizable: Abramowitz & Stegun 7.1.26 (absolute error below
+ * 1.5e-7). */
+static inline float erf_f32(float x, float exp_minus_x2) {
     const float ax = x < 0.0f ? -x : x, t = 1.0f / fmaf(0.3275911f, ax, 1.0f);
     float p = 1.061405429f;
     p = fmaf(p, t, -1.453152027f);
     p = fmaf(p, t, 1.421413741f);
     p = fmaf(p, t, -0.284496736f);
     p = fmaf(p, t, 0.254829592f);
-    const float e = 1.0f - p * t * exp_f32(-ax * ax);
+    const float e = 1.0f - p * t * exp_minus_x2;
     return x < 0.0f ? -e : e;
 }
 
 /* y[i, j] = act(z[i, j] + b[j]) in place, rows i < batch of stride ld, units j < d; GELU also keeps its
- * input z + b in pre (its derivative needs it; the others read their output). */
-static void bias_act(float *restrict z, float *restrict pre, const float *restrict b, int act, int64_t batch,
+ * derivative in deriv (the others' derivatives follow from their outputs). */
+static void bias_act(float *restrict z, float *restrict deriv, const float *restrict b, int act, int64_t batch,
                      int64_t d, int64_t ld) {
     for (int64_t i = 0; i < batch; i++) {
-        float *restrict row = z + i * ld, *restrict pr = pre + i * ld;
+        float *restrict row = z + i * ld, *restrict dr = deriv + i * ld;
         if (act == ACT_RELU) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = row[j] + b[j] > 0.0f ? row[j] + b[j] : 0.0f;
@@ -377,26 +378,26 @@ static void bias_act(float *restrict z, float *restrict pre, const float *restri
             for (int64_t j = 0; j < d; j++) row[j] = 1.0f / (1.0f + exp_f32(-(row[j] + b[j])));
         } else {
 #pragma omp simd
-            for (int64_t j = 0; j < d; j++) {
-                const float v = row[j] + b[j];
-                pr[j] = v;
-                row[j] = 0.5f * v * (1.0f + erf_f32(v * 0.70710678118654752f));
+            for (int64_t j = 0; j < d; j++) { /* GELU(v) = v cdf(v); GELU'(v) = cdf(v) + v pdf(v) */
+                const float v = row[j] + b[j], gauss = exp_f32(-0.5f * v * v);
+                const float cdf = 0.5f * (1.0f + erf_f32(v * 0.70710678118654752f, gauss));
+                dr[j] = fmaf(v * 0.39894228040143268f, gauss, cdf); /* pdf = exp(-v^2/2) / sqrt(2 pi) */
+                row[j] = v * cdf;
             }
         }
     }
 }
 
-/* g *= f (the dropout factors, if f), then g *= act'(z), from the output y (ReLU, tanh, sigmoid) or the
- * input pre (GELU) as PyTorch's threshold/tanh/sigmoid/gelu_backward compute it; gb[j] = sum over i of
- * g[i, j]. */
-static void act_backward(float *restrict g, const float *restrict y, const float *restrict pre,
+/* g *= f (the dropout factors, if f), then g *= act'(z): from the output y as PyTorch's threshold/tanh/
+ * sigmoid_backward compute it, or GELU's saved deriv; gb[j] = sum over i of g[i, j]. */
+static void act_backward(float *restrict g, const float *restrict y, const float *restrict deriv,
                          const float *restrict f, float *restrict gb, int act, int64_t batch, int64_t d, int64_t ld) {
     memset(gb, 0, (size_t)d * sizeof(float));
     if (f)
         for (int64_t i = 0; i < batch * ld; i++) g[i] *= f[i];
     for (int64_t i = 0; i < batch; i++) {
         float *restrict row = g + i * ld;
-        const float *restrict yr = y + i * ld, *restrict pr = pre + i * ld;
+        const float *restrict yr = y + i * ld, *restrict dr = deriv + i * ld;
         if (act == ACT_RELU) {
 #pragma omp simd
             for (int64_t j = 0; j < d; j++) row[j] = yr[j] > 0.0f ? row[j] : 0.0f;
@@ -408,11 +409,7 @@ static void act_backward(float *restrict g, const float *restrict y, const float
             for (int64_t j = 0; j < d; j++) row[j] = row[j] * (1.0f - yr[j]) * yr[j];
         } else {
 #pragma omp simd
-            for (int64_t j = 0; j < d; j++) {
-                const float v = pr[j], cdf = 0.5f * (1.0f + erf_f32(v * 0.70710678118654752f));
-                const float pdf = 0.39894228040143268f * exp_f32(-0.5f * v * v); /* exp(-v^2/2) / sqrt(2 pi) */
-                row[j] = row[j] * (cdf + v * pdf);
-            }
+            for (int64_t j = 0; j < d; j++) row[j] = row[j] * dr[j];
         }
 #pragma omp simd
         for (int64_t j = 0; j < d; j++) gb[j] += row[j];
@@ -420,11 +417,11 @@ static void act_backward(float *restrict g, const float *restrict y, const float
 }
 
 /* One member's buffers, rows of pad(width) floats: each layer's input in[l] [batch, pad(dims[l])] (in[0]
- * the samples; in[l] = y[l] without dropout), hidden outputs y[l] before dropout, their inputs pre[l]
- * (GELU's) and the dropout factors f[l], feature-major logits / their gradient [c, batch], two hidden
+ * the samples; in[l] = y[l] without dropout), hidden outputs y[l] before dropout, GELU's derivatives
+ * deriv[l] and the dropout factors f[l], feature-major logits / their gradient [c, batch], two hidden
  * gradients, packed weights, a weight gradient and the loss's scratch. */
 typedef struct {
-    float *in[64], *y[64], *pre[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
+    float *in[64], *y[64], *deriv[64], *f[64], *logits, *grad[2], *packed, *wgrad, *scratch, *base;
 } Buffers;
 
 static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64_t batch, int dropout) {
@@ -444,7 +441,7 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
     for (int64_t l = 0; l < layers; l++) {
         const int64_t size = batch * padded(dims[l]);
         bf->in[l] = bf->y[l] = p, p += size;
-        if (l > 0) bf->pre[l] = p, p += size;
+        if (l > 0) bf->deriv[l] = p, p += size;
         if (dropout && l > 0) bf->f[l] = p, bf->in[l] = p + size, p += 2 * size;
     }
     bf->logits = p, p += batch * padded(dims[layers]);
@@ -493,7 +490,7 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                         for (int64_t i = 0; i < batch; i++) bf.logits[j * batch + i] = out[i * pout + j];
                     break;
                 }
-                bias_act(out, bf.pre[l], bl, (int)acts[l - 1], batch, dout, pout);
+                bias_act(out, bf.deriv[l], bl, (int)acts[l - 1], batch, dout, pout);
                 if (keys) {
                     const uint32_t key = (uint32_t)keys[m * (layers - 1) + l - 1];
                     const float t = threshold[m], s = scale[m];
@@ -527,7 +524,7 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
                 pack(wl, dout, din, 0, bf.packed, pin);
                 gemm(batch, pin, dout, g, gi, gj, bf.packed, pin, next, pin);
                 const float *f = keys ? bf.f[l - 1] : NULL;
-                act_backward(next, bf.y[l - 1], bf.pre[l - 1], f, gb, (int)acts[l - 2], batch, din, pin);
+                act_backward(next, bf.y[l - 1], bf.deriv[l - 1], f, gb, (int)acts[l - 2], batch, din, pin);
                 g = next, gi = pin, gj = 1;
             }
         }
