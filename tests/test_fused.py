@@ -13,6 +13,7 @@ from weightzoo.zoo.tasks import load_task
 from weightzoo.zoo.train import fused, train_group
 from weightzoo.zoo.train.config import member_config
 from weightzoo.zoo.train.group import GroupTrainer
+from weightzoo.zoo.train.losses import predicted_class
 from weightzoo.zoo.train.optim import FusedOptimizer, make_optimizer
 from weightzoo.zoo.train.randomness import dropout_factors_, dropout_threshold, hash32
 
@@ -225,3 +226,29 @@ def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
         fused.mlp_step_(["relu"], [strided, *params[1:]], grads, x, *rest)
     with pytest.raises(ValueError, match=r"activations \['silu'\]; need 1 of \('relu', 'tanh', 'sigmoid', 'gelu'\)"):
         fused.mlp_step_(["silu"], params, grads, x, *rest)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_mlp_eval_matches_pytorch(gen, shared):
+    """Summed cross-entropy and first-maximum accuracy over each member's samples, in chunks of 16."""
+    activations, dims = ["tanh", "gelu"], [13, 21, 9, 5]
+    params, x, *_ = _mlp_problem(gen, dims, 1, False, False)
+    n, pool = params[0].shape[0], len(x)
+    params[4][2, 3] = params[4][2, 0]  # member 2 ties classes 0 and 3 ...
+    params[5][2, 3] = params[5][2, 0]  # ... in every sample: the first is predicted
+    params[0][1, 0, 0] = float("nan")  # member 1 predicts nothing
+    counts = torch.tensor([pool, 37, 50]) if shared else torch.tensor([pool, 37, 5])
+    rows = torch.arange(pool).expand(n, pool) if shared else torch.randint(0, pool, (n, pool), generator=gen)
+    labels = torch.randint(0, dims[-1], (2 * pool,), generator=gen)
+    offset = torch.tensor([0, pool, 0])
+    loss, hits = fused.mlp_eval(activations, params, x, rows, counts, labels, offset, batch=16)
+    for m in range(n):
+        h = x[rows[m, : counts[m]]]
+        for k, act in enumerate([torch.tanh, F.gelu, None]):
+            h = h @ params[2 * k][m].T + params[2 * k + 1][m]
+            h = act(h) if act else h
+        y = labels[rows[m, : counts[m]] + offset[m]]
+        expected = F.cross_entropy(h, y, reduction="sum").double()
+        torch.testing.assert_close(loss[m], expected, rtol=1e-5, atol=1e-4, equal_nan=True)
+        assert hits[m] == (predicted_class(h) == y).sum().item()  # the trainer's: NaN rows match nothing
+    assert torch.isnan(loss[1]) and hits[1] == 0

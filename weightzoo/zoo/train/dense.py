@@ -131,13 +131,23 @@ class DensePath:
 
     def _whole_step(self, c: Chunk) -> None:
         """The gradients of an MLP classifier chunk by :func:`fused.mlp_step_`."""
-        names = [name for b in self.blocks for name in (b.weight, b.bias)]
         drop = None
         if c.drop is not None:
             drop = (c.drop.keys[:, [b.site for b in self.blocks[:-1]]], c.drop.threshold, c.drop.scale)
-        params, grads = [c.params[k] for k in names], [c.grads[k] for k in names]
+        params, grads = self._in_order(c.params), self._in_order(c.grads)
         data = (c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
         fused.mlp_step_(self.activations, params, grads, *data)
+
+    def evaluate(
+        self, params: Mapping[str, Tensor], x: Tensor, rows: Tensor, counts: Tensor, y: Tensor, offset: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Summed loss and correct predictions ``[G]`` (float64) over samples ``x[rows[g, :counts[g]]]`` by
+        :func:`fused.mlp_eval`; for networks that run :func:`fused.mlp_step_` (``whole_step``)."""
+        return fused.mlp_eval(self.activations, self._in_order(params), x.reshape(len(x), -1), rows, counts, y, offset)
+
+    def _in_order(self, tensors: Mapping[str, Tensor]) -> list[Tensor]:
+        """Weight and bias of every block, first to last."""
+        return [tensors[name] for b in self.blocks for name in (b.weight, b.bias)]
 
     def _forward(self, c: Chunk) -> list[Tensor]:
         """The input of every block (``[n, batch, features]``) and the logits (``[n, out, batch]``)."""

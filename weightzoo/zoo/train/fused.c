@@ -433,7 +433,7 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
         packed = b > packed ? b : packed;
     }
     for (int64_t l = 0; l < layers; l++) total += batch * padded(dims[l]) * (l == 0 ? 1 : dropout ? 4 : 2);
-    total += batch * padded(dims[layers]) + 2 * batch * widest + 2 * packed + 4 * batch;
+    total += batch * padded(dims[layers]) + 2 * batch * widest + 2 * packed + 5 * batch; /* scratch: the losses' */
     float *p = aligned_alloc(64, (size_t)(padded(total)) * sizeof(float));
     if (!p) return 0;
     memset(p, 0, (size_t)(padded(total)) * sizeof(float));
@@ -453,18 +453,66 @@ static int buffers_alloc(Buffers *bf, int64_t layers, const int64_t *dims, int64
     return 1;
 }
 
-/* Gradients of the summed, weighted softmax cross-entropy of n MLPs (layers linear layers with biases,
- * dims[0] -> ... -> dims[layers] classes; after every hidden layer the activation acts[l] and optional
- * inverted dropout) on one batch each, into the gradient buffers: what DensePath computes with
- * PyTorch ops. params[4 l .. 4 l + 3] are the addresses of member 0's weight [dims[l+1], dims[l]],
- * bias, weight gradient and bias gradient of layer l (members follow each other). Sample i of member
- * m is x[index[m, i]] with label y[label_index[m, i]] and weight w[m, i] (or ws); dropout (keys
- * [n, layers - 1] not NULL) draws the factors of dropout(). Returns 1, or 0 if a thread could not
- * allocate its buffers (the gradients are then incomplete). */
+/* n same-shaped MLPs: layers linear layers with biases, dims[0] -> ... -> dims[layers] classes, the
+ * activation acts[l] after hidden layer l; params[4 l .. 4 l + 3] are the addresses of member 0's weight
+ * [dims[l+1], dims[l]], bias, weight gradient and bias gradient of layer l (members follow each other). */
+typedef struct {
+    int64_t layers;
+    const int64_t *dims, *acts, *params;
+} Mlp;
+
+static inline const float *weight_of(const Mlp *net, int64_t l, int64_t m) {
+    return (const float *)net->params[4 * l] + m * net->dims[l + 1] * net->dims[l];
+}
+static inline const float *bias_of(const Mlp *net, int64_t l, int64_t m) {
+    return (const float *)net->params[4 * l + 1] + m * net->dims[l + 1];
+}
+
+/* Samples x[rows[i]], i < count (rows of d floats), into in (rows of pad(d) floats). */
+static void gather(float *in, const float *x, const int64_t *rows, int64_t count, int64_t d) {
+    for (int64_t i = 0; i < count; i++) memcpy(in + i * padded(d), x + rows[i] * d, (size_t)d * sizeof(float));
+}
+
+/* Member m's forward pass on the batch in bf->in[0]: in[l] = dropout(act(in[l-1] W^T + b)) (dropout when
+ * keys, member m's per hidden layer, are given), then the logits without their bias, feature-major in
+ * bf->logits [c, batch]. */
+static void forward(Buffers *bf, const Mlp *net, int64_t m, int64_t batch, const int32_t *keys, float t, float s) {
+    const int64_t layers = net->layers, c = net->dims[layers];
+    for (int64_t l = 1; l <= layers; l++) {
+        const int64_t din = net->dims[l - 1], dout = net->dims[l], pin = padded(din), pout = padded(dout);
+        pack(weight_of(net, l - 1, m), dout, din, 1, bf->packed, pout);
+        float *out = l < layers ? bf->y[l] : bf->grad[0]; /* the gradients are not in use yet */
+        gemm(batch, pout, din, bf->in[l - 1], pin, 1, bf->packed, pout, out, pout);
+        if (l == layers) {
+            for (int64_t j = 0; j < c; j++)
+                for (int64_t i = 0; i < batch; i++) bf->logits[j * batch + i] = out[i * pout + j];
+            return;
+        }
+        bias_act(out, bf->deriv[l], bias_of(net, l - 1, m), (int)net->acts[l - 1], batch, dout, pout);
+        if (!keys) continue;
+        const uint32_t key = (uint32_t)keys[l - 1];
+        for (int64_t i = 0; i < batch; i++) {
+            const float *restrict yr = out + i * pout;
+            float *restrict fr = bf->f[l] + i * pout, *restrict dr = bf->in[l] + i * pout;
+#pragma omp simd
+            for (int64_t j = 0; j < dout; j++) {
+                fr[j] = dropout_factor(key, (uint32_t)(i * dout + j), t, s);
+                dr[j] = yr[j] * fr[j];
+            }
+        }
+    }
+}
+
+/* Gradients of the summed, weighted softmax cross-entropy of n MLPs (see Mlp; inverted dropout after
+ * every hidden layer when keys [n, layers - 1] is not NULL, with the factors of dropout()) on one batch
+ * each, into the gradient buffers: what DensePath computes with PyTorch ops. Sample i of member m is
+ * x[index[m, i]] with label y[label_index[m, i]] and weight w[m, i] (or ws). Returns 1, or 0 if a thread
+ * could not allocate its buffers (the gradients are then incomplete). */
 int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *acts, const int64_t *params,
              const float *x, const int64_t *index, const int64_t *y, const int64_t *label_index, const float *w,
              float ws, const int32_t *keys, const float *threshold, const float *scale) {
     if (layers < 1 || layers > 63) return 0; /* MLP_MAX_LAYERS in fused.py */
+    const Mlp net = {layers, dims, acts, params};
     int ok = 1;
 #pragma omp parallel reduction(min : ok)
     {
@@ -473,59 +521,99 @@ int mlp_step(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, cons
 #pragma omp for schedule(static)
         for (int64_t m = 0; m < n; m++) {
             if (!ok) continue;
-            const int64_t *idx = index + m * batch, c = dims[layers];
-            for (int64_t i = 0; i < batch; i++)
-                memcpy(bf.in[0] + i * padded(dims[0]), x + idx[i] * dims[0], (size_t)dims[0] * sizeof(float));
-
-            /* forward: in[l] = dropout(act(in[l-1] W^T + b)), then the logits */
-            for (int64_t l = 1; l <= layers; l++) {
-                const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din), pout = padded(dout);
-                const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
-                const float *bl = (const float *)params[4 * (l - 1) + 1] + m * dout;
-                pack(wl, dout, din, 1, bf.packed, pout);
-                float *out = l < layers ? bf.y[l] : bf.grad[0]; /* the gradients are not in use yet */
-                gemm(batch, pout, din, bf.in[l - 1], pin, 1, bf.packed, pout, out, pout);
-                if (l == layers) { /* feature-major logits for the loss */
-                    for (int64_t j = 0; j < c; j++)
-                        for (int64_t i = 0; i < batch; i++) bf.logits[j * batch + i] = out[i * pout + j];
-                    break;
-                }
-                bias_act(out, bf.deriv[l], bl, (int)acts[l - 1], batch, dout, pout);
-                if (keys) {
-                    const uint32_t key = (uint32_t)keys[m * (layers - 1) + l - 1];
-                    const float t = threshold[m], s = scale[m];
-                    for (int64_t i = 0; i < batch; i++) {
-                        const float *restrict yr = out + i * pout;
-                        float *restrict fr = bf.f[l] + i * pout, *restrict dr = bf.in[l] + i * pout;
-#pragma omp simd
-                        for (int64_t j = 0; j < dout; j++) {
-                            fr[j] = dropout_factor(key, (uint32_t)(i * dout + j), t, s);
-                            dr[j] = yr[j] * fr[j];
-                        }
-                    }
-                }
-            }
+            const int64_t c = dims[layers];
+            gather(bf.in[0], x, index + m * batch, batch, dims[0]);
+            if (keys)
+                forward(&bf, &net, m, batch, keys + m * (layers - 1), threshold[m], scale[m]);
+            else
+                forward(&bf, &net, m, batch, NULL, 0.0f, 0.0f);
             float *gb_last = (float *)params[4 * (layers - 1) + 3] + m * c;
-            xent_member(bf.logits, (const float *)params[4 * (layers - 1) + 1] + m * c, y, label_index + m * batch,
-                        w ? w + m * batch : NULL, ws, gb_last, c, batch, bf.scratch);
+            xent_member(bf.logits, bias_of(&net, layers - 1, m), y, label_index + m * batch, w ? w + m * batch : NULL,
+                        ws, gb_last, c, batch, bf.scratch);
 
             /* backward: g (sample i, unit j) at g[i * gi + j * gj] */
             const float *g = bf.logits;
             int64_t gi = 1, gj = batch;
             for (int64_t l = layers; l >= 1; l--) {
                 const int64_t din = dims[l - 1], dout = dims[l], pin = padded(din);
-                const float *wl = (const float *)params[4 * (l - 1)] + m * dout * din;
                 float *gw = (float *)params[4 * (l - 1) + 2] + m * dout * din;
                 gemm(dout, pin, batch, g, gj, gi, bf.in[l - 1], pin, bf.wgrad, pin);
                 for (int64_t j = 0; j < dout; j++) /* drop the padding */
                     memcpy(gw + j * din, bf.wgrad + j * pin, (size_t)din * sizeof(float));
                 if (l == 1) break;
                 float *next = bf.grad[l % 2], *gb = (float *)params[4 * (l - 2) + 3] + m * din;
-                pack(wl, dout, din, 0, bf.packed, pin);
+                pack(weight_of(&net, l - 1, m), dout, din, 0, bf.packed, pin);
                 gemm(batch, pin, dout, g, gi, gj, bf.packed, pin, next, pin);
                 const float *f = keys ? bf.f[l - 1] : NULL;
                 act_backward(next, bf.y[l - 1], bf.deriv[l - 1], f, gb, (int)acts[l - 2], batch, din, pin);
                 g = next, gi = pin, gj = 1;
+            }
+        }
+        free(bf.base);
+    }
+    return ok;
+}
+
+/* Adds each sample's cross-entropy (float32, as F.cross_entropy computes it) to *loss and 1 to *hits where
+ * the first largest logit is the label (a row with a NaN never hits); logits zm [c, count] feature-major,
+ * bias bm, labels y[rows[i] + offset]. scratch holds 5 * count floats. */
+static void xent_metrics(const float *zm, const float *bm, const int64_t *y, const int64_t *rows, int64_t offset,
+                         int64_t c, int64_t count, double *loss, double *hits, float *scratch) {
+    float *restrict top = scratch, *restrict sum = scratch + count, *restrict best = scratch + 2 * count;
+    float *restrict nan = scratch + 3 * count, *restrict at_label = scratch + 4 * count;
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t label = y[rows[i] + offset];
+        top[i] = -INFINITY, sum[i] = 0.0f, best[i] = 0.0f, nan[i] = 0.0f;
+        at_label[i] = label >= 0 && label < c ? zm[label * count + i] + bm[label] : NAN;
+    }
+    for (int64_t k = 0; k < c; k++) {
+        const float *restrict zk = zm + k * count, kf = (float)k;
+#pragma omp simd
+        for (int64_t i = 0; i < count; i++) {
+            const float v = zk[i] + bm[k];
+            nan[i] = v != v ? 1.0f : nan[i];
+            best[i] = v > top[i] ? kf : best[i];
+            top[i] = v > top[i] ? v : top[i];
+        }
+    }
+    for (int64_t k = 0; k < c; k++) {
+        const float *restrict zk = zm + k * count;
+#pragma omp simd
+        for (int64_t i = 0; i < count; i++) sum[i] += exp_f32(zk[i] + bm[k] - top[i]);
+    }
+    double l = 0.0, h = 0.0;
+    for (int64_t i = 0; i < count; i++) {
+        l += (double)(logf(sum[i]) + top[i] - at_label[i]);
+        h += nan[i] == 0.0f && best[i] == (float)y[rows[i] + offset] ? 1.0 : 0.0;
+    }
+    *loss += l, *hits += h;
+}
+
+/* Summed cross-entropy loss[m] and hits[m] (see xent_metrics) of n MLP classifiers (see Mlp, no dropout)
+ * over their samples: member m reads x[rows[m * rows_stride + i]] for i < counts[m], with labels
+ * y[rows[...] + offset[m]], batch samples at a time. Returns 1, or 0 if a thread could not allocate its
+ * buffers. */
+int mlp_eval(int64_t n, int64_t batch, int64_t layers, const int64_t *dims, const int64_t *acts, const int64_t *params,
+             const float *x, const int64_t *rows, int64_t rows_stride, const int64_t *counts, const int64_t *y,
+             const int64_t *offset, double *loss, double *hits) {
+    if (layers < 1 || layers > 63) return 0;
+    const Mlp net = {layers, dims, acts, params};
+    int ok = 1;
+#pragma omp parallel reduction(min : ok)
+    {
+        Buffers bf = {0};
+        ok = buffers_alloc(&bf, layers, dims, batch, 0);
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < n; m++) {
+            if (!ok) continue;
+            const int64_t *r = rows + m * rows_stride;
+            loss[m] = hits[m] = 0.0;
+            for (int64_t s0 = 0; s0 < counts[m]; s0 += batch) {
+                const int64_t count = counts[m] - s0 < batch ? counts[m] - s0 : batch;
+                gather(bf.in[0], x, r + s0, count, dims[0]);
+                forward(&bf, &net, m, count, NULL, 0.0f, 0.0f);
+                xent_metrics(bf.logits, bias_of(&net, layers - 1, m), y, r + s0, offset[m], dims[layers], count,
+                             &loss[m], &hits[m], bf.scratch);
             }
         }
         free(bf.base);

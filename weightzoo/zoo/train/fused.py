@@ -39,9 +39,10 @@ SIGNATURES = {
     "adam_rows": [_P, _P, _P, _P, _I, _I, _P, _P, ctypes.c_int, _F, _F, _F, _F, _F],
     "sgd_rows": [_P, _P, _P, _I, _I, _P, _P, _F],
     "mlp_step": [_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P, _P, _P],
+    "mlp_eval": [_I, _I, _I, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P],
     "mlp_step_vectorized": [],
 }
-RETURNS_INT = ("mlp_step", "mlp_step_vectorized")
+RETURNS_INT = ("mlp_step", "mlp_eval", "mlp_step_vectorized")
 MLP_MAX_LAYERS = 63  # mlp_step's per-thread buffer table (fused.c)
 MLP_ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # mlp_step's hidden activations, by their code in fused.c
 
@@ -183,6 +184,32 @@ def sgd_rows_(p: Tensor, g: Tensor, buf: Tensor | None, lr: Tensor, wd: Tensor, 
     library().sgd_rows(_ptr(p), _ptr(g), _ptr(buf), rows, p.numel() // max(rows, 1), _ptr(lr), _ptr(wd), momentum)
 
 
+class _MlpArgs:
+    """What ``mlp_step`` and ``mlp_eval`` take for the networks: sizes, activation codes, parameter addresses."""
+
+    def __init__(self, activations: Sequence[str], params: Sequence[Tensor], grads: Sequence[Tensor]):
+        layers = len(params) // 2
+        if not 1 <= layers <= MLP_MAX_LAYERS:
+            raise ValueError(f"mlp kernels: {layers} linear layers; they take 1 to {MLP_MAX_LAYERS}")
+        if len(activations) != layers - 1 or not set(activations) <= set(MLP_ACTIVATIONS):
+            raise ValueError(f"mlp kernels: activations {list(activations)}; need {layers - 1} of {MLP_ACTIVATIONS}")
+        _require("params", params, torch.float32)
+        _require("grads", grads, torch.float32)
+        dims = [params[0].shape[2], *(params[2 * k].shape[1] for k in range(layers))]
+        acts = [MLP_ACTIVATIONS.index(a) for a in activations] or [0]
+        pairs = [(params[2 * k], params[2 * k + 1], grads[2 * k], grads[2 * k + 1]) for k in range(layers)]
+        self.layers = layers
+        self.dims = (ctypes.c_int64 * len(dims))(*dims)
+        self.acts = (ctypes.c_int64 * len(acts))(*acts)
+        self.addresses = (ctypes.c_int64 * (4 * layers))(*(t.data_ptr() for four in pairs for t in four))
+
+
+def _require(name: str, tensors: Sequence[Tensor], dtype: torch.dtype) -> None:
+    """The kernels read raw memory: contiguous CPU tensors of ``dtype`` only."""
+    if any(t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
+        raise ValueError(f"mlp kernels: {name} must be contiguous {dtype} CPU tensors (they read raw memory)")
+
+
 def mlp_step_(
     activations: Sequence[str],
     params: Sequence[Tensor],
@@ -203,30 +230,48 @@ def mlp_step_(
     bias + ``activations[k]`` (one of :data:`MLP_ACTIVATIONS`) + dropout; the last is linear + bias.
     Fills ``grads``.
     """
-    layers = len(params) // 2
-    if not 1 <= layers <= MLP_MAX_LAYERS:
-        raise ValueError(f"mlp_step_: {layers} linear layers; the kernel takes 1 to {MLP_MAX_LAYERS}")
-    if len(activations) != layers - 1 or not set(activations) <= set(MLP_ACTIVATIONS):
-        raise ValueError(f"mlp_step_: activations {list(activations)}; need {layers - 1} of {MLP_ACTIVATIONS}")
-    acts = [MLP_ACTIVATIONS.index(a) for a in activations]
-    for name, group, dtype in (("params", params, torch.float32), ("grads", grads, torch.float32),
-                               ("x", [x], torch.float32), ("index", [index, label_index], torch.int64),
-                               ("labels", [labels], torch.int64)):  # fmt: skip
-        if any(t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous() for t in group):
-            raise ValueError(f"mlp_step_: {name} must be contiguous {dtype} CPU tensors (the kernel reads raw memory)")
+    net = _MlpArgs(activations, params, grads)
+    _require("x", [x], torch.float32)
+    _require("index", [index, label_index, labels], torch.int64)
     n, batch = index.shape
-    dims = [params[0].shape[2], *(params[2 * k].shape[1] for k in range(layers))]
-    addresses = [t.data_ptr() for k in range(layers) for t in (*params[2 * k : 2 * k + 2], *grads[2 * k : 2 * k + 2])]
     w = weights.reshape(n, batch) if isinstance(weights, Tensor) else None
     keys, threshold, scale = (t.contiguous() for t in dropout) if dropout is not None else (None, None, None)
     done = library().mlp_step(
-        n, batch, layers, (ctypes.c_int64 * len(dims))(*dims), (ctypes.c_int64 * max(len(acts), 1))(*acts),
-        (ctypes.c_int64 * len(addresses))(*addresses),
-        _ptr(x), _ptr(index), _ptr(labels), _ptr(label_index), _ptr(w),
-        0.0 if w is not None else float(weights), _ptr(keys), _ptr(threshold), _ptr(scale),
+        n, batch, net.layers, net.dims, net.acts, net.addresses, _ptr(x), _ptr(index), _ptr(labels),
+        _ptr(label_index), _ptr(w), 0.0 if w is not None else float(weights), _ptr(keys), _ptr(threshold), _ptr(scale),
     )  # fmt: skip
     if not done:
         raise MemoryError("weightzoo: the fused MLP step could not allocate its per-thread buffers")
+
+
+def mlp_eval(
+    activations: Sequence[str],
+    params: Sequence[Tensor],
+    x: Tensor,
+    rows: Tensor,
+    counts: Tensor,
+    labels: Tensor,
+    label_offset: Tensor,
+    batch: int = 256,
+) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy and correct predictions (float64 ``[n]`` each) of n MLP classifiers (as
+    :func:`mlp_step_` takes them, without dropout) over their samples ``x[rows[m, :counts[m]]]``
+    (``rows [n, k]``, or one row expanded to all members), labels ``labels[rows + label_offset[m]]``;
+    a prediction is the first largest logit."""
+    net = _MlpArgs(activations, params, params)
+    shared = rows.stride(0) == 0
+    rows = rows[0].contiguous() if shared else rows
+    _require("x", [x], torch.float32)
+    _require("rows", [rows, counts, labels, label_offset], torch.int64)
+    n = len(counts)
+    loss, hits = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    done = library().mlp_eval(
+        n, batch, net.layers, net.dims, net.acts, net.addresses, _ptr(x), _ptr(rows), 0 if shared else rows.shape[1],
+        _ptr(counts), _ptr(labels), _ptr(label_offset), _ptr(loss), _ptr(hits),
+    )  # fmt: skip
+    if not done:
+        raise MemoryError("weightzoo: the fused MLP evaluation could not allocate its per-thread buffers")
+    return loss, hits
 
 
 def mlp_step_vectorized() -> bool:
