@@ -108,7 +108,7 @@ class DensePath:
             self.fused and b.bias is not None and b.act is not None and b.act.name == "relu" for b in blocks
         ]
         self.fused_loss = self.fused and kind == "classification"
-        # MLP classifiers (biases throughout, ReLU/tanh/sigmoid): the whole step in one kernel, in cache
+        # MLP classifiers (biases throughout, ReLU/tanh/sigmoid/GELU): each whole step in one kernel, in cache
         self.activations = [b.act.name for b in blocks[:-1]]
         kernel_mlp = all(b.bias is not None for b in blocks) and set(self.activations) <= set(fused.MLP_ACTIVATIONS)
         self.whole_step = (

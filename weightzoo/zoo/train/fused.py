@@ -3,7 +3,9 @@
 The PyTorch path needs several passes over memory for what is one pass in C (bias + ReLU; ReLU
 derivative + bias gradient; softmax + cross-entropy gradient + bias gradient; the optimizer
 update with per-member learning rates); on small networks those passes cost as much as the
-matmuls. The library is built with the system C compiler (``$CC`` or ``cc``, ``-O3
+matmuls. For MLP classifiers :func:`mlp_step_` goes further, the whole training step of each
+member in one call with its activations in cache, and :func:`mlp_eval` evaluates them. The
+library is built with the system C compiler (``$CC`` or ``cc``, ``-O3
 -march=native -fopenmp``) into ``$WEIGHTZOO_CACHE`` (default ``~/.cache/weightzoo``), keyed by
 the source, the flags and the CPU, and shares PyTorch's OpenMP threads. Without a compiler, or
 with ``WEIGHTZOO_FUSED=0``, :func:`library` returns None and the trainer uses PyTorch ops only.
@@ -258,7 +260,7 @@ def mlp_eval(
     :func:`mlp_step_` takes them, without dropout) over their samples ``x[rows[m, :counts[m]]]``
     (``rows [n, k]``, or one row expanded to all members), labels ``labels[rows + label_offset[m]]``;
     a prediction is the first largest logit."""
-    net = _MlpArgs(activations, params, params)
+    net = _MlpArgs(activations, params, params)  # the gradient addresses go unused: no gradients here
     shared = rows.stride(0) == 0
     rows = rows[0].contiguous() if shared else rows
     _require("x", [x], torch.float32)
