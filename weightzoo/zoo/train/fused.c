@@ -214,13 +214,14 @@ void sgd_rows(float *p, const float *g, float *buf, int64_t rows, int64_t width,
     }
 }
 
-/* ------------------------------------------------------------------ a whole training step of a ReLU MLP
+/* ------------------------------------------------------------------ whole steps of MLP classifiers
  *
  * mlp_step does forward, softmax cross-entropy gradient and backward of each member in one go, its
  * activations held in per-thread buffers that stay in cache; the batched matmuls of the PyTorch path
- * instead stream every activation through memory between passes. The matmuls are small register-
- * blocked kernels (AVX-512 or AVX2 + FMA where the compiler targets them, else plain loops); feature counts are
- * padded to a multiple of VL floats with zeros, so every kernel works on whole vectors. */
+ * instead stream every activation through memory between passes. mlp_eval runs the same forward pass
+ * for the checkpoint metrics. The matmuls are small register-blocked kernels (AVX-512, or AVX2 + FMA,
+ * where the compiler targets them, else plain loops); feature counts are padded to a multiple of VL
+ * floats with zeros, so every kernel works on whole vectors. */
 
 #define VL 16 /* feature counts are padded to a multiple of VL floats */
 #define MR 16 /* the most rows of a register tile */
