@@ -99,8 +99,12 @@ def test_training_with_and_without_the_kernels_agrees(activation):
     with fused.disabled():
         assert not fused.available()
         plain = train_group(arch, task, hps, **run)
-    np.testing.assert_allclose(with_kernels.params, plain.params, atol=1e-4, rtol=0)  # float rounding, Adam-amplified
+    # SGD: the same weights up to float rounding. Adam divides by sqrt(v) + 1e-8, so a gradient that
+    # rounds to 1e-9 on one path and to 0 on the other moves a weight by lr / 10: compare what it learned
+    sgd = [i for i, (o, _) in enumerate(kinds) if o.startswith("sgd")]
+    np.testing.assert_allclose(with_kernels.params[sgd], plain.params[sgd], atol=1e-4, rtol=0)
     np.testing.assert_allclose(with_kernels.metrics["test_acc"], plain.metrics["test_acc"], atol=1e-2)
+    np.testing.assert_allclose(with_kernels.metrics["test_loss"], plain.metrics["test_loss"], rtol=1e-2)
 
 
 def test_a_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
@@ -252,3 +256,24 @@ def test_mlp_eval_matches_pytorch(gen, shared):
         torch.testing.assert_close(loss[m], expected, rtol=1e-5, atol=1e-4, equal_nan=True)
         assert hits[m] == (predicted_class(h) == y).sum().item()  # the trainer's: NaN rows match nothing
     assert torch.isnan(loss[1]) and hits[1] == 0
+
+
+def test_epoch_order_kernel_is_the_batched_sort():
+    """The C radix sort and the PyTorch sort give the same orders: each member's subset, permuted by its
+    own seed and epoch alone (not by the group's longest member), padded with index 0."""
+    from weightzoo.zoo.train.randomness import epoch_order, seed_keys, training_subsets
+
+    sizes, n = [5, 300, 999, 1000], 1000
+    keys = seed_keys([11, 12, 13, 14])
+    for subsets in (training_subsets(keys, sizes, n), training_subsets(keys, [n] * 4, n)):
+        sizes_now = sizes if subsets.stride(0) else [n] * 4
+        order = epoch_order(keys, subsets, sizes_now, 7, 8, 128)
+        with fused.disabled():
+            assert torch.equal(epoch_order(keys, subsets, sizes_now, 7, 8, 128), order)
+        rows = order.transpose(0, 1).reshape(4, -1)
+        for g, size in enumerate(sizes_now):
+            assert torch.equal(rows[g, :size].sort().values, subsets[g, :size].sort().values)
+            assert (rows[g, size:] == 0).all()
+            alone = epoch_order(keys[g : g + 1], subsets[g : g + 1, :size], [size], 7, -(-size // 128), 128)
+            assert torch.equal(alone.transpose(0, 1).reshape(-1)[:size], rows[g, :size])
+        assert not torch.equal(epoch_order(keys, subsets, sizes_now, 8, 8, 128), order)  # a new epoch, a new order

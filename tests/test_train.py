@@ -41,11 +41,15 @@ def sine_task(targets: int = 3, n: int = 48) -> Task:
     return Task("sines", "regression", x[::2], y[:, ::2], x[1::2], y[:, 1::2], 1, per_member=True)
 
 
+ONE_SAMPLE = 1 / 360  # digits' test split, the smallest here: a near-tie of two logits may flip on rounding
+
+
 def assert_same(group, g: int, member, atol: float) -> None:
-    """Member ``g`` of a group result equals a single-member result."""
+    """Member ``g`` of a group result equals a single-member result (accuracy up to one sample)."""
     np.testing.assert_allclose(group.params[g], member.params[0], atol=atol, rtol=0)
     for k, v in member.metrics.items():
-        np.testing.assert_allclose(group.metrics[k][g], v[0], atol=atol, rtol=1e-5)
+        tol = max(atol, ONE_SAMPLE) if k.endswith("_acc") else atol
+        np.testing.assert_allclose(group.metrics[k][g], v[0], atol=tol, rtol=1e-5)
 
 
 MIXED = [

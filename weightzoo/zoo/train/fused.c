@@ -214,6 +214,55 @@ void sgd_rows(float *p, const float *g, float *buf, int64_t rows, int64_t width,
     }
 }
 
+/* Each member's training order for one epoch (randomness.epoch_order): its positions p < sizes[m] sorted
+ * by lowbias32(keys[m] + p) read as a signed int32, ties by p (a stable LSD radix sort, digits of 11, 11
+ * and 10 bits), mapped through the member's subset row (subsets [n, ld] ascending, or NULL: the positions
+ * are the samples) into out[s, m, b] (int64 [steps, n, batch]) at p = s * batch + b; index 0 past the
+ * member's size. Returns 1, or 0 if a thread could not allocate its buffers. */
+int epoch_order(int64_t n, int64_t steps, int64_t batch, const int32_t *keys, const int64_t *sizes,
+                const int64_t *subsets, int64_t ld, int64_t *out) {
+    const int64_t length = steps * batch;
+    int ok = 1;
+#pragma omp parallel reduction(min : ok)
+    {
+        uint32_t *buf = malloc((size_t)(4 * length) * sizeof(uint32_t)), *counts = malloc(3 * 2048 * sizeof(uint32_t));
+        ok = buf != NULL && counts != NULL;
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < n; m++) {
+            if (!ok) continue;
+            uint32_t *key = buf, *pos = buf + length, *key2 = buf + 2 * length, *pos2 = buf + 3 * length;
+            const int64_t size = sizes[m] < length ? sizes[m] : length;
+            memset(counts, 0, 3 * 2048 * sizeof(uint32_t));
+            for (int64_t p = 0; p < size; p++) {
+                const uint32_t k = lowbias32((uint32_t)keys[m] + (uint32_t)p) ^ 0x80000000u; /* signed order */
+                key[p] = k, pos[p] = (uint32_t)p;
+                counts[k & 2047]++, counts[2048 + ((k >> 11) & 2047)]++, counts[4096 + (k >> 22)]++;
+            }
+            for (int d = 0; d < 3; d++) {
+                uint32_t *start = counts + 2048 * d, total = 0;
+                for (int v = 0; v < 2048; v++) {
+                    const uint32_t c = start[v];
+                    start[v] = total, total += c;
+                }
+                for (int64_t p = 0; p < size; p++) {
+                    const uint32_t at = start[(key[p] >> (11 * d)) & 2047]++;
+                    key2[at] = key[p], pos2[at] = pos[p];
+                }
+                uint32_t *swap = key;
+                key = key2, key2 = swap, swap = pos, pos = pos2, pos2 = swap;
+            }
+            for (int64_t s = 0, p = 0; s < steps; s++) {
+                int64_t *row = out + (s * n + m) * batch;
+                for (int64_t b = 0; b < batch; b++, p++)
+                    row[b] = p >= size ? 0 : subsets ? subsets[m * ld + pos[p]] : (int64_t)pos[p];
+            }
+        }
+        free(buf);
+        free(counts);
+    }
+    return ok;
+}
+
 /* ------------------------------------------------------------------ whole steps of MLP classifiers
  *
  * mlp_step does forward, softmax cross-entropy gradient and backward of each member in one go, its

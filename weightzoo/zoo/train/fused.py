@@ -43,8 +43,9 @@ SIGNATURES = {
     "mlp_step": [_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P, _P, _P],
     "mlp_eval": [_I, _I, _I, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P],
     "mlp_step_vectorized": [],
+    "epoch_order": [_I, _I, _I, _P, _P, _P, _I, _P],
 }
-RETURNS_INT = ("mlp_step", "mlp_eval", "mlp_step_vectorized")
+RETURNS_INT = ("mlp_step", "mlp_eval", "mlp_step_vectorized", "epoch_order")
 MLP_MAX_LAYERS = 63  # mlp_step's per-thread buffer table (fused.c)
 MLP_ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # mlp_step's hidden activations, by their code in fused.c
 
@@ -274,6 +275,19 @@ def mlp_eval(
     if not done:
         raise MemoryError("weightzoo: the fused MLP evaluation could not allocate its per-thread buffers")
     return loss, hits
+
+
+def epoch_order(keys: Tensor, sizes: Tensor, subsets: Tensor | None, steps: int, batch: int) -> Tensor:
+    """int64 ``[steps, n, batch]``: :func:`~weightzoo.zoo.train.randomness.epoch_order` from the members'
+    int32 epoch ``keys`` and ``sizes`` (int64), through ``subsets [n, k]`` unless None."""
+    keys, sizes = keys.contiguous(), sizes.contiguous()
+    _require("sizes", [sizes] if subsets is None else [sizes, subsets], torch.int64)
+    n = len(keys)
+    out = torch.empty(steps, n, batch, dtype=torch.int64)
+    ld = 0 if subsets is None else subsets.shape[1]
+    if not library().epoch_order(n, steps, batch, _ptr(keys), _ptr(sizes), _ptr(subsets), ld, _ptr(out)):
+        raise MemoryError("weightzoo: the fused epoch order could not allocate its per-thread buffers")
+    return out
 
 
 def mlp_step_vectorized() -> bool:

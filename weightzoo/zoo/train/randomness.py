@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import fused
+
 _SUBSET, _ORDER, _DROPOUT = 1, 2, 3  # independent streams derived from a member's seed
 _MULT1 = 0x7FEB352D
 _MULT2 = 0x846CA68B - (1 << 32)  # the same bits as a signed int32
@@ -104,18 +106,24 @@ def training_subsets(keys: Tensor, sizes: Sequence[int], n: int) -> Tensor:
 def epoch_order(keys: Tensor, subsets: Tensor, sizes: Sequence[int], epoch: int, steps: int, batch: int) -> Tensor:
     """int64 ``[steps, G, batch]``: each member's training indices for ``epoch`` in a fresh random
     order, cut into ``steps`` batches (each step's ``[G, batch]`` one contiguous block), padded with
-    index 0 after the member's last sample. One small call per member and epoch: a sort of hashed
-    keys for the whole group is several times slower on CPU."""
-    g_count, length = len(sizes), steps * batch
-    out = torch.empty(steps, g_count, batch, dtype=torch.int64)
-    full = subsets.stride(0) == 0  # every member trains on the whole set: the order is the permutation
-    source = subsets[0].cpu() if full else subsets.cpu()
-    perm = torch.zeros(length, dtype=torch.int64)
-    generator = torch.Generator()
-    for g, (key, size) in enumerate(zip(mix(keys, _ORDER, epoch).tolist(), sizes)):
-        permutation(key, size, perm[:size], generator)
-        if not full:
-            perm[:size] = source[g][perm[:size]]
-        perm[size:] = 0
-        out[:, g].copy_(perm.view(steps, batch))
-    return out.to(keys.device)
+    index 0 after the member's last sample.
+
+    The order sorts a member's positions ``p < size`` by ``hash32(epoch key + p)`` (ties by ``p``) and
+    maps them through its subset: a uniformly random permutation that depends only on the member's
+    seed, the epoch and its subset, computed for the whole group at once (one C call on CPU, a
+    batched sort elsewhere) instead of one ``randperm`` per member.
+    """
+    epoch_keys = mix(keys, _ORDER, epoch)
+    sizes_t = torch.tensor(sizes, device=keys.device)
+    full = subsets.stride(0) == 0  # every member trains on the whole set: positions are samples
+    if keys.device.type == "cpu" and fused.available():
+        return fused.epoch_order(epoch_keys, sizes_t, None if full else subsets, steps, batch)
+    pos = torch.arange(steps * batch, device=keys.device, dtype=torch.int32)
+    hashed = hash32(epoch_keys[:, None] + pos)
+    outside = pos >= sizes_t[:, None]
+    composite = (hashed.long() << 32 | pos).masked_fill_(outside, torch.iinfo(torch.int64).max)
+    order = composite.sort(1).values & 0xFFFFFFFF  # positions in order, then the padding
+    order.masked_fill_(outside, 0)  # sorted: the first `size` entries are the member's
+    if not full:
+        order = subsets.gather(1, order).masked_fill_(outside, 0)
+    return order.view(len(sizes), steps, batch).transpose(0, 1).contiguous()
