@@ -84,7 +84,7 @@ def test_both_group_paths_match_the_loop(digits):
     fast, generic = (GroupTrainer(DIGITS_MLP, digits, cfgs, 64, "cpu", fast=f) for f in (True, False))
     assert isinstance(fast.path, DensePath) and not isinstance(generic.path, DensePath)
     a, b = fast.train(2, [2]), generic.train(2, [2])
-    np.testing.assert_allclose(a.params, b.params, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.params, b.params, atol=3e-5, rtol=0)  # summation order, amplified by Adam
     assert_same(a, 1, train_member(DIGITS_MLP, digits, MIXED[1], epochs=2, checkpoint_epochs=[2], batch_size=64), 1e-4)
 
 
