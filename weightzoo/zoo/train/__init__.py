@@ -20,8 +20,9 @@ The same code runs on CUDA (``device="cuda"``). ``train_member`` is the plain lo
 every random choice the same way, so they follow the same trajectory up to float rounding:
 
 * init: a ``torch.Generator`` seeded with the member's ``seed`` draws the weights in layout order;
-* training subset and per-epoch data order: ``torch.randperm`` with a Generator seeded by a hash of
-  (seed, stream, epoch);
+* training subset: ``torch.randperm`` with a Generator seeded by a hash of (seed, stream);
+* per-epoch data order: the member's positions sorted by a hash of (seed, stream, epoch, position),
+  computed for the whole group at once (a radix-sort kernel on CPU, a batched sort elsewhere);
 * dropout masks: a counter-based integer hash of (seed, epoch, step, layer, element) evaluated as
   tensor ops, so a whole group's masks come from one call per layer.
 
