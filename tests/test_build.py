@@ -13,7 +13,7 @@ import torch
 from weightzoo import open_zoo
 from weightzoo.errors import SpecError, StoreError
 from weightzoo.zoo.build import ExecutorError, build_zoo, plan_groups
-from weightzoo.zoo.spec import load_spec, parse_spec
+from weightzoo.zoo.spec import load_spec, parse_spec, shipped_configs
 from weightzoo.zoo.store import ZooStore
 
 SLOWER = {  # a spec whose groups take a noticeable moment, so a kill lands mid-build
@@ -238,3 +238,13 @@ def test_width_and_depth_can_vary_per_member(tmp_path):
 
     with pytest.raises(SpecError, match="different layouts"):
         WeightDataset(out)
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_configs() if not n.startswith("tiny-")])
+def test_every_shipped_spec_plans_groups_within_the_memory_budget(name):
+    """Group sizes come from the memory model on the inputs as each architecture reads them
+    (8x8 images for the 2-D CNN), for every member of the spec."""
+    spec = load_spec(name)
+    assert spec.group_size is None  # the memory model decides
+    groups = plan_groups(spec)
+    assert sorted(i for g in groups for i in g.members) == list(range(spec.members))

@@ -61,6 +61,7 @@ class MemoryModel:
 
 def memory_model(arch: Mapping[str, Any], task: Task, batch_size: int) -> MemoryModel:
     """The memory model of training ``arch`` on ``task`` with ``batch_size`` (see :class:`MemoryModel`)."""
+    task = task.for_architecture(arch)  # inputs shaped as the first layer reads them (8x8 images for conv2d)
     module, layout, _ = archs.describe(arch)
     fast = dense_blocks(arch, compile_layers(arch, module, layout)) is not None
     feats = feature_sizes(arch, task)
