@@ -183,7 +183,7 @@ def _check_mlp_step(gen, dims, batch, weighted, dropout, activations=None):
     activations = activations or ["relu"] * (len(dims) - 2)
     params, *data = _mlp_problem(gen, dims, batch, weighted, dropout)
     grads = [torch.full_like(p, float("nan")) for p in params]  # every entry must be written
-    fused.mlp_step_(activations, params, grads, *data)
+    fused.mlp_step_(fused.MlpNet(activations, params, grads), *data)
     for got, expected in zip(grads, _mlp_reference(activations, params, *data)):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -224,12 +224,14 @@ def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
     params, x, *rest = _mlp_problem(gen, [6, 4, 3], 5, False, False)
     grads = [torch.empty_like(p) for p in params]
     with pytest.raises(ValueError, match="x must be contiguous torch.float32 CPU tensors"):
-        fused.mlp_step_(["relu"], params, grads, x.double(), *rest)
+        fused.mlp_step_(fused.MlpNet(["relu"], params, grads), x.double(), *rest)
     with pytest.raises(ValueError, match="params must be contiguous"):
         strided = params[0].transpose(1, 2).contiguous().transpose(1, 2)
-        fused.mlp_step_(["relu"], [strided, *params[1:]], grads, x, *rest)
+        fused.mlp_step_(fused.MlpNet(["relu"], [strided, *params[1:]], grads), x, *rest)
     with pytest.raises(ValueError, match=r"activations \['silu'\]; need 1 of \('relu', 'tanh', 'sigmoid', 'gelu'\)"):
-        fused.mlp_step_(["silu"], params, grads, x, *rest)
+        fused.mlp_step_(fused.MlpNet(["silu"], params, grads), x, *rest)
+    with pytest.raises(ValueError, match="made without gradient tensors"):
+        fused.mlp_step_(fused.MlpNet(["relu"], params), x, *rest)
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -245,7 +247,7 @@ def test_mlp_eval_matches_pytorch(gen, shared):
     rows = torch.arange(pool).expand(n, pool) if shared else torch.randint(0, pool, (n, pool), generator=gen)
     labels = torch.randint(0, dims[-1], (2 * pool,), generator=gen)
     offset = torch.tensor([0, pool, 0])
-    loss, hits = fused.mlp_eval(activations, params, x, rows, counts, labels, offset, batch=16)
+    loss, hits = fused.mlp_eval(fused.MlpNet(activations, params), x, rows, counts, labels, offset, batch=16)
     for m in range(n):
         h = x[rows[m, : counts[m]]]
         for k, act in enumerate([torch.tanh, F.gelu, None]):

@@ -27,6 +27,8 @@ app.add_typer(metanet_app, name="metanet")
 
 
 ZOO_ARG = "a store (*.zarr, *.h5) or hf://datasets/USER/REPO[@REVISION] (pulled into the HF cache)"
+PUSH_REVISION = typer.Option(None, "--revision", help="branch to push to (created if missing)")
+PUSH_MESSAGE = typer.Option(None, "--message", "-m", help="commit message")
 
 
 def _progress(quiet: bool) -> bool:
@@ -36,7 +38,7 @@ def _progress(quiet: bool) -> bool:
 
 @zoo_app.command("info")
 def zoo_info(
-    path: str = typer.Argument(..., help="a store, or hf://datasets/USER/REPO"),
+    path: str = typer.Argument(..., help=ZOO_ARG),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Members done/total, architecture, parameters, checkpoints, size on disk, metric quantiles."""
@@ -152,8 +154,8 @@ def zoo_push(
     path: Path,
     repo_id: str,
     private: bool = typer.Option(False, "--private", help="create the dataset repo private"),
-    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
-    message: str | None = typer.Option(None, "--message", "-m", help="commit message"),
+    revision: str | None = PUSH_REVISION,
+    message: str | None = PUSH_MESSAGE,
     license: str = typer.Option("cc-by-4.0", "--license", help="license in the dataset card"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -266,8 +268,8 @@ def metanet_push(
     run_dir: Path,
     repo_id: str,
     private: bool = typer.Option(False, "--private", help="create the model repo private"),
-    revision: str | None = typer.Option(None, "--revision", help="branch to push to (created if missing)"),
-    message: str | None = typer.Option(None, "--message", "-m", help="commit message"),
+    revision: str | None = PUSH_REVISION,
+    message: str | None = PUSH_MESSAGE,
 ) -> None:
     """Upload a trained run (weights, config.json, model card) to a Hugging Face model repo."""
     from .metanet.hub import push_run

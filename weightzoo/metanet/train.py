@@ -271,7 +271,7 @@ def train_metanet(
         "zoo": {
             "path": str(zoo.path),
             "members": len(zoo),
-            "name": (zoo.attrs.get("spec") or {}).get("name") or zoo.path.stem,
+            "name": zoo.name,
             "architecture": zoo.architecture,
         },
     }

@@ -265,7 +265,7 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
 
     summary = zoo.summary()
     spec = zoo.attrs.get("spec") or {}
-    name = spec.get("name") or Path(store_name).stem
+    name = zoo.name
     data = DatasetCardData(
         license=license,
         pretty_name=f"weightzoo: {name}",
@@ -423,8 +423,7 @@ def push_zoo(
     path = Path(path)
     with ZooStore(path, "r") as zoo:
         card = dataset_card(zoo, repo_id, path.name, license)
-        name = (zoo.attrs.get("spec") or {}).get("name") or path.stem
-        members = len(zoo)
+        name, members = zoo.name, len(zoo)
     token = require_token(token, "push", repo_id)
     message = message or f"weightzoo: push {name} ({members:,} members)"
     api = HfApi(token=token)

@@ -229,6 +229,11 @@ class ZooStore:
         return len(self.members)
 
     @property
+    def name(self) -> str:
+        """The zoo's name: its build spec's, else the store's file name without suffix."""
+        return (self.attrs.get("spec") or {}).get("name") or self.path.stem
+
+    @property
     def chunk_members(self) -> int:
         """Members per params chunk: the unit of every read from disk."""
         return self.backend.chunk_rows("params")

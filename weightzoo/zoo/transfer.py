@@ -37,7 +37,7 @@ def convert_zoo(
     """
     dst = Path(dst)
     backend_for(dst)  # refuse an unknown suffix before reading anything
-    with _open_source(src) as zoo, staged_path(dst, overwrite) as tmp:
+    with open_zoo(src, "r") as zoo, staged_path(dst, overwrite) as tmp:
         target = _create_like(zoo, tmp)
         try:
             _copy_arrays(zoo, target, progress)
@@ -57,7 +57,7 @@ def export_zoo(
     """Write each done member's state_dict at ``epoch`` as ``member_<index:06d>.safetensors``,
     plus ``members.csv`` (the zoo's table) and ``zoo.json`` (its attributes) into ``outdir``."""
     outdir = Path(outdir)
-    with _open_source(path) as zoo:
+    with open_zoo(path, "r") as zoo:
         epoch_number = zoo.epochs[zoo.epoch_index(epoch)]
         _check_outdir(outdir, overwrite)
         with _staged_dir(outdir) as tmp:
@@ -69,11 +69,6 @@ def export_zoo(
 
 
 # ------------------------------------------------------------------------- convert
-
-
-def _open_source(path: str | os.PathLike) -> ZooStore:
-    """Open the zoo to read from (a store or an hf:// zoo); the error names the path and the fix."""
-    return open_zoo(path, "r")
 
 
 def _array_names(zoo: ZooStore) -> list[str]:

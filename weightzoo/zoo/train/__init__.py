@@ -9,7 +9,8 @@
 * linear + activation stacks (MLPs, SIRENs) take a hand-written path (:class:`DensePath`):
   batched matmuls (``bmm``) and one pass per elementwise step into buffers reused every step
   (bias + ReLU, ReLU derivative + bias gradient and the softmax loss gradient fused in C on CPU),
-  gradients written straight into the group's gradient tensor;
+  gradients written straight into the group's gradient tensor; on CPU, MLP classifiers run each
+  member's whole step (and their checkpoint evaluation) in one C kernel instead (:mod:`.fused`);
 * anything else (convolutions as grouped convolutions on ``[batch, G * channels, *spatial]``,
   pooling, LayerNorm) runs :class:`BatchedNet` under autograd, one backward per chunk of members;
 * members are kept sorted by training-subset size, so members that still have samples in a step

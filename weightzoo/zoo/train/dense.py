@@ -114,6 +114,7 @@ class DensePath:
         self.whole_step = (
             self.fused_loss and kernel_mlp and len(blocks) <= fused.MLP_MAX_LAYERS and fused.mlp_step_vectorized()
         )
+        self._nets: dict[tuple, fused.MlpNet] = {}
 
     @functools.cached_property
     def buf(self) -> _Buffers:
@@ -134,20 +135,26 @@ class DensePath:
         drop = None
         if c.drop is not None:
             drop = (c.drop.keys[:, [b.site for b in self.blocks[:-1]]], c.drop.threshold, c.drop.scale)
-        params, grads = self._in_order(c.params), self._in_order(c.grads)
-        data = (c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
-        fused.mlp_step_(self.activations, params, grads, *data)
+        net = self._net(c.params, c.grads)
+        fused.mlp_step_(net, c.x_source, c.index, c.y_source, c.label_index, c.weights, drop)
 
     def evaluate(
         self, params: Mapping[str, Tensor], x: Tensor, rows: Tensor, counts: Tensor, y: Tensor, offset: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Summed loss and correct predictions ``[G]`` (float64) over samples ``x[rows[g, :counts[g]]]`` by
         :func:`fused.mlp_eval`; for networks that run :func:`fused.mlp_step_` (``whole_step``)."""
-        return fused.mlp_eval(self.activations, self._in_order(params), x.reshape(len(x), -1), rows, counts, y, offset)
+        return fused.mlp_eval(self._net(params, None), x.reshape(len(x), -1), rows, counts, y, offset)
 
-    def _in_order(self, tensors: Mapping[str, Tensor]) -> list[Tensor]:
-        """Weight and bias of every block, first to last."""
-        return [tensors[name] for b in self.blocks for name in (b.weight, b.bias)]
+    def _net(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor] | None) -> fused.MlpNet:
+        """The kernels' view of these members (made once per chunk: the same tensors every step)."""
+        first = params[self.blocks[0].weight]
+        key = (first.data_ptr(), len(first), None if grads is None else grads[self.blocks[0].weight].data_ptr())
+        if key not in self._nets:
+            names = [name for b in self.blocks for name in (b.weight, b.bias)]
+            self._nets[key] = fused.MlpNet(
+                self.activations, [params[k] for k in names], None if grads is None else [grads[k] for k in names]
+            )
+        return self._nets[key]
 
     def _forward(self, c: Chunk) -> list[Tensor]:
         """The input of every block (``[n, batch, features]``) and the logits (``[n, out, batch]``)."""

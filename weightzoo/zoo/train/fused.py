@@ -3,7 +3,7 @@
 The PyTorch path needs several passes over memory for what is one pass in C (bias + ReLU; ReLU
 derivative + bias gradient; softmax + cross-entropy gradient + bias gradient; the optimizer
 update with per-member learning rates); on small networks those passes cost as much as the
-matmuls. For MLP classifiers :func:`mlp_step_` goes further, the whole training step of each
+matmuls. For MLP classifiers (:class:`MlpNet`) :func:`mlp_step_` goes further, the whole training step of each
 member in one call with its activations in cache, and :func:`mlp_eval` evaluates them. The
 library is built with the system C compiler (``$CC`` or ``cc``, ``-O3
 -march=native -fopenmp``) into ``$WEIGHTZOO_CACHE`` (default ``~/.cache/weightzoo``), keyed by
@@ -187,21 +187,31 @@ def sgd_rows_(p: Tensor, g: Tensor, buf: Tensor | None, lr: Tensor, wd: Tensor, 
     library().sgd_rows(_ptr(p), _ptr(g), _ptr(buf), rows, p.numel() // max(rows, 1), _ptr(lr), _ptr(wd), momentum)
 
 
-class _MlpArgs:
-    """What ``mlp_step`` and ``mlp_eval`` take for the networks: sizes, activation codes, parameter addresses."""
+class MlpNet:
+    """n same-shaped MLP classifiers as the ``mlp_step``/``mlp_eval`` kernels read them: layer
+    sizes, activation codes and the addresses of every layer's weight, bias and their gradients.
 
-    def __init__(self, activations: Sequence[str], params: Sequence[Tensor], grads: Sequence[Tensor]):
+    ``params`` and ``grads`` are per layer ``weight [n, out, in], bias [n, out]`` (contiguous CPU
+    float32); hidden layer ``k`` applies ``activations[k]`` (one of :data:`MLP_ACTIVATIONS`).
+    Without ``grads`` only :func:`mlp_eval` may use it. The tensors are kept alive, so a net can be
+    made once and reused every step.
+    """
+
+    def __init__(self, activations: Sequence[str], params: Sequence[Tensor], grads: Sequence[Tensor] | None = None):
         layers = len(params) // 2
         if not 1 <= layers <= MLP_MAX_LAYERS:
             raise ValueError(f"mlp kernels: {layers} linear layers; they take 1 to {MLP_MAX_LAYERS}")
         if len(activations) != layers - 1 or not set(activations) <= set(MLP_ACTIVATIONS):
             raise ValueError(f"mlp kernels: activations {list(activations)}; need {layers - 1} of {MLP_ACTIVATIONS}")
         _require("params", params, torch.float32)
+        self.trainable = grads is not None
+        grads = params if grads is None else grads  # mlp_eval leaves the gradient addresses unused
         _require("grads", grads, torch.float32)
+        self.tensors = (list(params), list(grads))
         dims = [params[0].shape[2], *(params[2 * k].shape[1] for k in range(layers))]
         acts = [MLP_ACTIVATIONS.index(a) for a in activations] or [0]
         pairs = [(params[2 * k], params[2 * k + 1], grads[2 * k], grads[2 * k + 1]) for k in range(layers)]
-        self.layers = layers
+        self.n, self.layers = params[0].shape[0], layers
         self.dims = (ctypes.c_int64 * len(dims))(*dims)
         self.acts = (ctypes.c_int64 * len(acts))(*acts)
         self.addresses = (ctypes.c_int64 * (4 * layers))(*(t.data_ptr() for four in pairs for t in four))
@@ -214,9 +224,7 @@ def _require(name: str, tensors: Sequence[Tensor], dtype: torch.dtype) -> None:
 
 
 def mlp_step_(
-    activations: Sequence[str],
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
+    net: MlpNet,
     x: Tensor,
     index: Tensor,
     labels: Tensor,
@@ -224,16 +232,13 @@ def mlp_step_(
     weights: Tensor | float,
     dropout: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> None:
-    """Gradients of one training step of n MLPs with softmax cross-entropy, in one kernel call.
-
-    ``params`` and ``grads`` are per layer ``weight [n, out, in], bias [n, out]`` (contiguous); the
-    samples are ``x[index]`` (``index [n, batch]``) with labels ``labels[label_index]`` and loss
-    weights ``weights`` (``[n, 1, batch]`` or a scalar); ``dropout`` is ``(keys [n, hidden layers]
-    int32, threshold [n], scale [n])`` as :func:`dropout_` takes them. Hidden layer ``k`` is linear +
-    bias + ``activations[k]`` (one of :data:`MLP_ACTIVATIONS`) + dropout; the last is linear + bias.
-    Fills ``grads``.
-    """
-    net = _MlpArgs(activations, params, grads)
+    """Gradients of one training step of ``net``'s MLPs with softmax cross-entropy, in one kernel
+    call, into its gradient tensors. The samples are ``x[index]`` (``index [n, batch]``) with labels
+    ``labels[label_index]`` and loss weights ``weights`` (``[n, 1, batch]`` or a scalar);
+    ``dropout`` is ``(keys [n, hidden layers] int32, threshold [n], scale [n])`` as :func:`dropout_`
+    takes them, applied after every hidden activation."""
+    if not net.trainable:
+        raise ValueError("mlp_step_: the net was made without gradient tensors")
     _require("x", [x], torch.float32)
     _require("index", [index, label_index, labels], torch.int64)
     n, batch = index.shape
@@ -248,20 +253,12 @@ def mlp_step_(
 
 
 def mlp_eval(
-    activations: Sequence[str],
-    params: Sequence[Tensor],
-    x: Tensor,
-    rows: Tensor,
-    counts: Tensor,
-    labels: Tensor,
-    label_offset: Tensor,
-    batch: int = 256,
+    net: MlpNet, x: Tensor, rows: Tensor, counts: Tensor, labels: Tensor, label_offset: Tensor, batch: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """Summed cross-entropy and correct predictions (float64 ``[n]`` each) of n MLP classifiers (as
-    :func:`mlp_step_` takes them, without dropout) over their samples ``x[rows[m, :counts[m]]]``
-    (``rows [n, k]``, or one row expanded to all members), labels ``labels[rows + label_offset[m]]``;
-    a prediction is the first largest logit."""
-    net = _MlpArgs(activations, params, params)  # the gradient addresses go unused: no gradients here
+    """Summed cross-entropy and correct predictions (float64 ``[n]`` each) of ``net``'s MLPs
+    (without dropout) over their samples ``x[rows[m, :counts[m]]]`` (``rows [n, k]``, or one row
+    expanded to all members), labels ``labels[rows + label_offset[m]]``; a prediction is the first
+    largest logit."""
     shared = rows.stride(0) == 0
     rows = rows[0].contiguous() if shared else rows
     _require("x", [x], torch.float32)

@@ -54,10 +54,9 @@ def mix(keys: Tensor, *values: int) -> Tensor:
     return keys
 
 
-def permutation(key: int, size: int, out: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """``torch.randperm(size)`` drawn by a Generator seeded with ``key`` (CPU, int64), into ``out`` if given."""
-    generator = (generator or torch.Generator()).manual_seed(key & 0xFFFFFFFF)
-    return torch.randperm(size, generator=generator, out=out)
+def permutation(key: int, size: int) -> Tensor:
+    """``torch.randperm(size)`` drawn by a Generator seeded with ``key`` (CPU, int64)."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(key & 0xFFFFFFFF))
 
 
 def dropout_threshold(p: float) -> float:
