@@ -32,10 +32,11 @@ import torch
 
 from weightzoo.metanet.baselines import fit_statnn_gbt, predict_gbt
 from weightzoo.metanet.data import SplitSpec
-from weightzoo.metanet.train import MetanetRun, TrainOptions, score, train_metanet
+from weightzoo.metanet.run import MetanetRun, score
+from weightzoo.metanet.train import TrainOptions, train_metanet
 from weightzoo.zoo.build import build_zoo
+from weightzoo.zoo.opener import open_zoo
 from weightzoo.zoo.spec import load_spec
-from weightzoo.zoo.store import open_zoo
 
 TASKS = [  # (key prefix, zoo, task, models, zoo epochs with --quick)
     ("", "mnist1d-mlp", "predict:test_acc", ["statnn", "mlp", "deepsets", "dws", "gmn"], 5),

@@ -6,8 +6,8 @@ from conftest import randomize_module
 from torch import nn
 
 from weightzoo.errors import SpecError
-from weightzoo.layout import PermutationSpec
-from weightzoo.zoo import archs, importers
+from weightzoo.symmetry import PermutationSpec
+from weightzoo.zoo import archs
 
 # family description, input shape, parameter count (float entries of the ParamLayout)
 FAMILIES = {
@@ -22,6 +22,7 @@ FAMILIES = {
     "smallcnnzoo": (archs.small_cnn_zoo(), (2, 1, 28, 28), 4970),
     "cnn_s": (archs.cnn_s(), (2, 1, 28, 28), 208 + 1206 + 100 + 740 + 210),
     "cnn_s-rgb32": (archs.cnn_s(3, in_size=32, dropout=0.1), (2, 3, 32, 32), 608 + 1206 + 100 + 64 * 20 + 20 + 210),
+    "modelzoo_cnn-CNN3": (archs.modelzoo_cnn("CNN3", 3), (2, 3, 32, 32), 448 + 4640 + 4335 + 1220 + 210),
     "siren": (archs.siren(), (7, 2), 2 * 32 + 32 + 32 * 32 + 32 + 33),
     "inr_mlp": (archs.inr_mlp(), (7, 2), 1185),
 }
@@ -162,8 +163,55 @@ def test_residual_computes_skip():
     torch.testing.assert_close(block(x), x + block[0](x))
 
 
+def _conv(cin: int, cout: int, kernel: int) -> dict:
+    return {"type": "conv2d", "in": cin, "out": cout, "kernel": kernel}
+
+
+def _modelzoo_cnn(blocks, flat: int, act: str) -> list[dict]:
+    """Conv blocks (conv, then max-pool if marked, then act), Flatten, Linear(flat, 20), act, Linear(20, 10)."""
+    layers = []
+    for cin, cout, kernel, pool in blocks:
+        layers += [_conv(cin, cout, kernel), *([{"type": "maxpool2d", "kernel": 2, "stride": 2}] if pool else [])]
+        layers.append({"type": "act", "name": act})
+    return [
+        *layers,
+        {"type": "flatten"},
+        {"type": "linear", "in": flat, "out": 20},
+        {"type": "act", "name": act},
+        {"type": "linear", "in": 20, "out": 10},
+    ]
+
+
+# What the Model Zoos importer stored for def_net.py's CNN, CNN2 and CNN3 before they moved to archs.
+MODELZOO_CNN_LAYERS = {
+    ("CNN", 1, "tanh"): _modelzoo_cnn([(1, 8, 5, True), (8, 6, 5, True), (6, 4, 2, False)], 36, "tanh"),
+    ("CNN2", 1, "relu"): _modelzoo_cnn([(1, 6, 5, True), (6, 9, 5, True), (9, 6, 2, False)], 54, "relu"),
+    ("CNN3", 3, "leaky_relu"): _modelzoo_cnn(
+        [(3, 16, 3, True), (16, 32, 3, True), (32, 15, 3, True)], 60, "leaky_relu"
+    ),
+}
+
+
+@pytest.mark.parametrize("key", list(MODELZOO_CNN_LAYERS), ids=[k[0] for k in MODELZOO_CNN_LAYERS])
+def test_modelzoo_cnns_match_def_net(key):
+    variant, channels, act = key
+    arch = archs.modelzoo_cnn(variant, channels, activation=act)
+    assert arch["layers"] == MODELZOO_CNN_LAYERS[key]
+    assert arch["family"] == "modelzoo_cnn" and arch["args"]["variant"] == variant
+    other = "relu" if act != "relu" else "tanh"
+    assert archs.with_overrides(arch, activation=other) == archs.modelzoo_cnn(variant, channels, activation=other)
+    with pytest.raises(SpecError, match="at least 22x22"):
+        archs.modelzoo_cnn("CNN3", in_size=21)
+    with pytest.raises(SpecError, match="variant 'CNN4'"):
+        archs.modelzoo_cnn("CNN4")
+
+
 def test_cnn_s_matches_model_zoos_definition():
-    assert archs.cnn_s()["layers"] == importers._modelzoo_template({"model.type": "CNN"}, "tanh")["layers"]
+    assert archs.cnn_s()["layers"] == MODELZOO_CNN_LAYERS["CNN", 1, "tanh"]
+    assert archs.cnn_s()["layers"] == archs.modelzoo_cnn("CNN")["layers"]
+    assert archs.cnn_s()["family"] == "cnn_s"
+    wide = dict(in_size=32, activation="relu", dropout=0.1)
+    assert archs.cnn_s(3, **wide)["layers"] == archs.modelzoo_cnn("CNN", 3, **wide)["layers"]
     kinds = [d["type"] for d in archs.cnn_s(dropout=0.2)["layers"]]
     assert kinds.count("dropout") == 3 and kinds[3] == "dropout"
     with pytest.raises(SpecError, match="at least 20x20"):

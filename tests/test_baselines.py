@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from weightzoo.layout import ParamLayout, PermutationSpec
+from weightzoo.layout import ParamLayout
 from weightzoo.metanet.baselines import (
     STATISTICS,
     DeepSets,
@@ -16,6 +16,7 @@ from weightzoo.metanet.baselines import (
     statistic_names,
     weight_statistics,
 )
+from weightzoo.symmetry import PermutationSpec
 from weightzoo.weightspace import WeightSpace
 
 

@@ -8,7 +8,7 @@ from conftest import make_zoo
 from weightzoo.datasets import WeightDataset, collate, split_indices
 from weightzoo.errors import SpecError, StoreError
 from weightzoo.weightspace import WeightSpace
-from weightzoo.zoo.store import open_zoo
+from weightzoo.zoo.opener import open_zoo
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_collate_of_single_samples(zoo_path):
 
 def test_graph_dataset_serves_a_mixed_zoo(mixed_zoo):
     from weightzoo.datasets import GraphDataset
-    from weightzoo.metanet.graph import GraphBuilder
+    from weightzoo.paramgraph import GraphBuilder
 
     zoo = open_zoo(mixed_zoo)
     ds = GraphDataset(zoo, target="test_acc", split="train")

@@ -1,7 +1,10 @@
 """The fused CPU kernels of the dense path: values against PyTorch, training with and without them,
-and the fallback when they cannot be built."""
+the checks of what is handed to C, and the fallback when they cannot be built or used."""
 
+import os
 import platform
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -110,15 +113,109 @@ def test_training_with_and_without_the_kernels_agrees(activation):
 def test_a_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("WEIGHTZOO_CACHE", str(tmp_path))  # nothing built there yet
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    fused.library.cache_clear()
+    fused._compiled.cache_clear()
     try:
-        with pytest.warns(UserWarning, match="fused CPU kernels unavailable"):
+        with pytest.warns(UserWarning, match="fused CPU kernels unavailable .*no-such-compiler' not found"):
             assert fused.library() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once
+            assert not fused.available()
         assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
     finally:
         monkeypatch.undo()
-        fused.library.cache_clear()
+        fused._compiled.cache_clear()
     assert fused.available()
+
+
+def test_the_cache_key_names_the_compiler_its_version_and_every_flag(monkeypatch, tmp_path):
+    """Another compiler path, another ``--version`` or other flags: another library file."""
+    cc = fused.find_compiler()
+    key = fused.cache_key(cc, fused.FLAGS)
+    assert key == fused.cache_key(cc, list(fused.FLAGS))
+    assert fused.cache_key(cc, [*fused.FLAGS, "-mno-avx2"]) != key
+    link = tmp_path / "cc"
+    link.symlink_to(cc)
+    monkeypatch.setenv("CC", str(link))
+    assert fused.find_compiler() == str(link)
+    assert fused.cache_key(str(link), fused.FLAGS) != key
+    wrapper = tmp_path / "wrapped-cc"
+    keys = set()
+    for version in ("1.0", "2.0"):  # the same path, upgraded in place
+        wrapper.write_text(f'#!/bin/sh\n[ "$1" = --version ] && echo "cc {version}" && exit 0\nexec {cc} "$@"\n')
+        wrapper.chmod(0o755)
+        keys.add(fused.cache_key(str(wrapper), fused.FLAGS))
+    assert len(keys) == 2
+
+
+def test_disabled_switches_the_kernels_off_without_touching_the_environment():
+    environment = dict(os.environ)
+    with fused.disabled():
+        assert not fused.available() and fused.library() is None and fused.isa() is None
+        with fused.disabled():  # nested blocks
+            assert not fused.enabled()
+        assert not fused.available()
+        assert dict(os.environ) == environment
+    assert dict(os.environ) == environment
+    assert fused.available()
+
+
+def test_the_environment_variable_still_switches_them_off(monkeypatch):
+    monkeypatch.setenv("WEIGHTZOO_FUSED", "0")
+    assert not fused.available() and not fused.mlp_step_vectorized()
+    monkeypatch.delenv("WEIGHTZOO_FUSED")
+    assert fused.available()
+
+
+def test_the_openmp_runtimes_mapped_into_the_process(tmp_path):
+    """torch's own libgomp is among them (the kernels link libgomp.so.1 and share it); only runtime files count."""
+    runtimes = fused.openmp_runtimes()
+    if platform.system() == "Linux":
+        torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
+        assert any(r.startswith(torch_lib + os.sep) and os.path.basename(r).startswith("libgomp") for r in runtimes)
+    maps = tmp_path / "maps"
+    names = ["libgomp.so.1", "libgomp-e985bcbb.so.1.0.0", "libiomp5.so", "libomp.so.5", "libomptarget.so", "libm.so.6"]
+    rows = [f"7f00-7f01 r-xp 00000000 08:01 {i} /opt/lib/{name}" for i, name in enumerate(names)]
+    rows += ["7f02-7f03 rw-p 00000000 00:00 0 ", "7f04-7f05 r--p 00000000 08:01 9 /opt/lib/libomp.so.5 (deleted)"]
+    maps.write_text("\n".join(rows) + "\n")
+    assert fused.openmp_runtimes(maps) == sorted(f"/opt/lib/{n}" for n in names[:4])
+    assert fused.openmp_runtimes(tmp_path / "missing") == []  # no /proc: the check is skipped
+
+
+def _with_runtimes(monkeypatch, *snapshots: list[str]):
+    """``fused.openmp_runtimes`` answering ``snapshots`` in turn (before and after the library loads)."""
+    answers = iter(snapshots)
+    monkeypatch.setattr(fused, "openmp_runtimes", lambda: next(answers))
+    fused._compiled.cache_clear()
+
+
+TORCH_GOMP, OTHER_GOMP = "/site-packages/torch/lib/libgomp.so.1", "/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0"
+
+
+def test_kernels_that_bring_a_second_openmp_runtime_are_not_used(monkeypatch):
+    _with_runtimes(monkeypatch, [TORCH_GOMP], [TORCH_GOMP, OTHER_GOMP])
+    try:
+        with pytest.warns(UserWarning, match=re.escape(f"{TORCH_GOMP}, {OTHER_GOMP}") + ".*uses PyTorch ops"):
+            assert fused.library() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once
+            assert not fused.available() and fused.isa() is None
+    finally:
+        monkeypatch.undo()
+        fused._compiled.cache_clear()
+    assert fused.available()
+
+
+def test_runtimes_loaded_before_the_kernels_do_not_count(monkeypatch):
+    """scikit-learn's wheel ships its own libgomp: loaded next to torch's before the kernels, it is not theirs."""
+    sklearn_gomp = "/site-packages/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0"
+    _with_runtimes(monkeypatch, [sklearn_gomp, TORCH_GOMP], [sklearn_gomp, TORCH_GOMP])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fused.library() is not None
+    finally:
+        monkeypatch.undo()
+        fused._compiled.cache_clear()
 
 
 def test_dropout_masks_are_the_pytorch_path_bit_for_bit(gen):
@@ -216,18 +313,32 @@ def test_whole_mlp_step_on_other_cpus_matches_autograd(gen, tmp_path, monkeypatc
     cpu = fused._cpu_key().split()
     tiled = "-mno-avx2" not in flags and "avx2" in cpu and "fma" in cpu
     assert fused.mlp_step_vectorized() == tiled  # with plain loops the trainer keeps PyTorch's matmuls
+    assert fused.isa() == ("avx2" if tiled else "scalar")
     for case in MLP_CASES[:2]:
         _check_mlp_step(gen, *case)
+
+
+def test_isa_names_the_register_tiles_of_this_cpu():
+    cpu = fused._cpu_key().split()
+    expected = "avx512" if "avx512f" in cpu else "avx2" if "avx2" in cpu and "fma" in cpu else "scalar"
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert fused.isa() == expected
+    assert fused.isa() in fused.ISAS and fused.mlp_step_vectorized() == (fused.isa() != "scalar")
 
 
 def test_whole_mlp_step_refuses_memory_it_cannot_read(gen):
     params, x, *rest = _mlp_problem(gen, [6, 4, 3], 5, False, False)
     grads = [torch.empty_like(p) for p in params]
-    with pytest.raises(ValueError, match="x must be contiguous torch.float32 CPU tensors"):
+    with pytest.raises(ValueError, match=r"mlp_step_: x must be a contiguous cpu float32 tensor of shape \[\*, 6\]; "
+                                         r"got a contiguous cpu float64 tensor of shape \[50, 6\]"):  # fmt: skip
         fused.mlp_step_(fused.MlpNet(["relu"], params, grads), x.double(), *rest)
-    with pytest.raises(ValueError, match="params must be contiguous"):
+    with pytest.raises(ValueError, match=r"MlpNet: params\[0\] must be a contiguous .* got a non-contiguous"):
         strided = params[0].transpose(1, 2).contiguous().transpose(1, 2)
         fused.mlp_step_(fused.MlpNet(["relu"], [strided, *params[1:]], grads), x, *rest)
+    with pytest.raises(ValueError, match=r"MlpNet: params\[2\] must be .* of shape \[3, \*, 4\]; got .* \[3, 3, 5\]"):
+        fused.MlpNet(["relu"], [params[0], params[1], torch.zeros(3, 3, 5), params[3]], grads)
+    with pytest.raises(ValueError, match="MlpNet: 3 params; they take weight and bias"):
+        fused.MlpNet([], params[:3])
     with pytest.raises(ValueError, match=r"activations \['silu'\]; need 1 of \('relu', 'tanh', 'sigmoid', 'gelu'\)"):
         fused.mlp_step_(fused.MlpNet(["silu"], params, grads), x, *rest)
     with pytest.raises(ValueError, match="made without gradient tensors"):
@@ -279,3 +390,113 @@ def test_epoch_order_kernel_is_the_batched_sort():
             alone = epoch_order(keys[g : g + 1], subsets[g : g + 1, :size], [size], 7, -(-size // 128), 128)
             assert torch.equal(alone.transpose(0, 1).reshape(-1)[:size], rows[g, :size])
         assert not torch.equal(epoch_order(keys, subsets, sizes_now, 8, 8, 128), order)  # a new epoch, a new order
+
+
+# ------------------------------------------------------------------ what every entry point hands to C
+
+
+def _mlp_args(trainable: bool) -> dict:
+    """Two members of a 3-4-5 MLP classifier, as :class:`fused.MlpNet` takes them."""
+    params = [torch.randn(2, 4, 3), torch.randn(2, 4), torch.randn(2, 5, 4), torch.randn(2, 5)]
+    grads = [torch.empty_like(p) for p in params] if trainable else None
+    return {"activations": ["relu"], "params": params, "grads": grads}
+
+
+def _net(trainable: bool) -> fused.MlpNet:
+    return fused.MlpNet(**_mlp_args(trainable))
+
+
+def _index(n: int, batch: int, below: int) -> torch.Tensor:
+    return torch.randint(0, below, (n, batch))
+
+
+def _rows(*names: str) -> dict[str, torch.Tensor]:
+    """An optimizer kernel's tensors: ``names`` (p, g, states) ``[3, 4]`` and float32 lr, wd ``[3]``."""
+    return {**{k: torch.randn(3, 4) for k in names}, "lr": torch.full((3,), 0.1), "wd": torch.full((3,), 0.01)}
+
+
+KERNEL_CALLS = {  # each entry point with valid arguments (every optional tensor given)
+    "bias_relu_": lambda: (fused.bias_relu_, {"z": torch.randn(2, 3, 4), "bias": torch.randn(2, 4)}),
+    "relu_grad_bias_": lambda: (fused.relu_grad_bias_, {
+        "grad": torch.randn(2, 3, 4), "out": torch.rand(2, 3, 4), "bias_grad": torch.empty(2, 4),
+        "factors": torch.ones(2, 3, 4)}),
+    "dropout_": lambda: (fused.dropout_, {
+        "h": torch.randn(2, 3, 4), "out": torch.empty(2, 3, 4), "factors": torch.empty(2, 3, 4),
+        "keys": torch.tensor([5, 6], dtype=torch.int32), "threshold": torch.zeros(2), "scale": torch.full((2,), 2.0)}),
+    "softmax_xent_grad_": lambda: (fused.softmax_xent_grad_, {
+        "logits": torch.randn(2, 3, 5), "bias": torch.randn(2, 3), "labels": torch.randint(0, 3, (7,)),
+        "index": _index(2, 5, 7), "weights": torch.full((2, 1, 5), 0.2), "bias_grad": torch.empty(2, 3)}),
+    "adam_rows_": lambda: (fused.adam_rows_, {
+        **_rows("p", "g", "m1", "m2"), "decoupled": False, "betas": (0.9, 0.999), "eps": 1e-8, "step": 1}),
+    "sgd_rows_": lambda: (fused.sgd_rows_, {**_rows("p", "g", "buf"), "momentum": 0.9}),
+    "MlpNet": lambda: (fused.MlpNet, _mlp_args(True)),
+    "mlp_step_": lambda: (fused.mlp_step_, {
+        "net": _net(True), "x": torch.randn(6, 3), "index": _index(2, 5, 6), "labels": torch.randint(0, 5, (6,)),
+        "label_index": _index(2, 5, 6), "weights": torch.full((2, 1, 5), 0.2),
+        "dropout": (torch.tensor([[1], [2]], dtype=torch.int32), torch.zeros(2), torch.full((2,), 2.0))}),
+    "mlp_eval": lambda: (fused.mlp_eval, {
+        "net": _net(False), "x": torch.randn(6, 3), "rows": _index(2, 6, 6), "counts": torch.tensor([6, 4]),
+        "labels": torch.randint(0, 5, (6,)), "label_offset": torch.zeros(2, dtype=torch.int64)}),
+    "epoch_order": lambda: (fused.epoch_order, {
+        "keys": torch.tensor([5, 6], dtype=torch.int32), "sizes": torch.tensor([3, 4]),
+        "subsets": torch.arange(8).view(2, 4), "steps": 2, "batch": 2}),
+}  # fmt: skip
+COPIED = {("dropout_", "keys")}  # read-only inputs the entry point makes contiguous itself
+
+
+def _tensor_args(kwargs: dict) -> list[str]:
+    """The tensors among the arguments, as ``name`` or ``name[i]`` inside lists and tuples."""
+    names = []
+    for name, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            names.append(name)
+        elif isinstance(value, (list, tuple)):
+            names += [f"{name}[{i}]" for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
+    return names
+
+
+def _replaced(kwargs: dict, arg: str, change) -> dict:
+    """``kwargs`` with the tensor ``arg`` (see :func:`_tensor_args`) replaced by ``change(tensor)``."""
+    name, _, i = arg.partition("[")
+    if not i:
+        return {**kwargs, name: change(kwargs[name])}
+    items = list(kwargs[name])
+    items[int(i[:-1])] = change(items[int(i[:-1])])
+    return {**kwargs, name: type(kwargs[name])(items)}
+
+
+CHANGES = {
+    "float64": lambda t: t.double(),
+    "strided": lambda t: torch.stack([t, t], -1)[..., 0],  # the same values every other element
+    "meta": lambda t: torch.empty_like(t, device="meta"),  # any device but the CPU, without a GPU
+    "shape": lambda t: torch.stack([t, t]),
+}
+ARGUMENTS = [(call, arg) for call, make in KERNEL_CALLS.items() for arg in _tensor_args(make()[1])]
+
+
+@pytest.mark.parametrize("call", KERNEL_CALLS)
+def test_every_entry_point_runs_on_its_documented_arguments(call):
+    fn, kwargs = KERNEL_CALLS[call]()
+    fn(**kwargs)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("call, arg", ARGUMENTS, ids=[f"{c}-{a}" for c, a in ARGUMENTS])
+def test_every_entry_point_refuses_tensors_it_cannot_read(call, arg, change):
+    """Another dtype, strides, device or shape raises ValueError naming the function (and the argument),
+    before any address is taken: what C would read is never wrong memory."""
+    fn, kwargs = KERNEL_CALLS[call]()
+    bad = _replaced(kwargs, arg, CHANGES[change])
+    if change == "strided" and (call, arg) in COPIED:
+        fn(**bad)
+        return
+    named = re.escape(arg) if change != "shape" else ".*"  # a shape can contradict another argument's
+    with pytest.raises(ValueError, match=rf"^{call}: {named} must be a (contiguous )?cpu \w+ tensor.*; got "):
+        fn(**bad)
+
+
+def test_output_tensors_are_never_copied():
+    """The kernels write into the caller's tensors: a strided output is refused, not written into a copy."""
+    z = torch.randn(2, 3, 4).transpose(1, 2)
+    with pytest.raises(ValueError, match=r"bias_relu_: z must be a contiguous cpu float32 tensor .*non-contiguous"):
+        fused.bias_relu_(z, torch.zeros(2, 3))

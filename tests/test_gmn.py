@@ -11,7 +11,7 @@ from test_graph import TinyAttention
 from weightzoo.errors import SpecError
 from weightzoo.layout import ParamLayout
 from weightzoo.metanet.gmn import GMN, EdgeUpdateConv
-from weightzoo.metanet.graph import GraphBuilder, build_graphs
+from weightzoo.paramgraph import GraphBuilder, build_graphs
 from weightzoo.zoo import archs
 
 TOL = 1e-5

@@ -6,7 +6,7 @@ from torch import nn
 
 from weightzoo.errors import LayoutError, SpecError
 from weightzoo.layout import ParamLayout
-from weightzoo.metanet.graph import EdgeType, GraphBuilder, NodeType, build_graphs, to_networkx
+from weightzoo.paramgraph import EdgeType, GraphBuilder, NodeType, build_graphs, to_networkx
 from weightzoo.zoo import archs
 
 KEYS = ("x", "edge_index", "edge_attr", "node_type", "node_layer", "node_pos", "edge_type", "edge_layer", "edge_pos")

@@ -15,8 +15,10 @@ from conftest import make_zoo
 
 import weightzoo
 from weightzoo.cli import main
-from weightzoo.zoo import hub as zoo_hub
-from weightzoo.zoo.store import open_zoo
+from weightzoo.zoo.hub import manifest as hub_manifest
+from weightzoo.zoo.hub import push as hub_push
+from weightzoo.zoo.opener import open_zoo
+from weightzoo.zoo.store import ZooStore
 
 REPO = "lab/zoo"
 
@@ -108,10 +110,10 @@ def test_second_push_of_an_unchanged_zoo_makes_no_commit(fake_hub, tmp_path, cap
 
 
 def test_interrupted_push_resumes_with_only_the_missing_files(fake_hub, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(zoo_hub, "COMMIT_MAX_FILES", 4)  # several commits for a small zoo
+    monkeypatch.setattr(hub_push, "COMMIT_MAX_FILES", 4)  # several commits for a small zoo
     src = tmp_path / "zoo.zarr"
     make_zoo(src, members=40, chunk_members=4)
-    total = len(zoo_hub.store_files(src))
+    total = len(ZooStore(src).files())
     fake_hub.drop_next_commits(count=1, after_files=2)  # two commits land, the third is cut off
     code, _, err = cli(capsys, "zoo", "push", src, REPO)
     assert code == 2 and err.startswith("error: push lab/zoo") and "run the same command again" in err
@@ -128,7 +130,7 @@ def test_interrupted_push_resumes_with_only_the_missing_files(fake_hub, tmp_path
 
 
 def test_a_zoo_with_a_crowded_folder_is_pushed_sharded(fake_hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo_hub, "MAX_FILES_PER_FOLDER", 3)
+    monkeypatch.setattr(hub_push, "MAX_FILES_PER_FOLDER", 3)
     src = tmp_path / "zoo.zarr"
     make_zoo(src, members=40, chunk_members=2)  # 20 params chunks in one folder
     assert len(os.listdir(src / "params" / "c")) == 20
@@ -296,8 +298,8 @@ def test_a_cached_zoo_is_hashed_once_and_a_changed_size_is_caught(fake_hub, tmp_
     weightzoo.push_zoo(src, REPO)
     store = weightzoo.pull_zoo(REPO)
     calls = []
-    real = zoo_hub.digest
-    monkeypatch.setattr(zoo_hub, "digest", lambda path: calls.append(path) or real(path))
+    real = hub_manifest.digest
+    monkeypatch.setattr(hub_manifest, "digest", lambda path: calls.append(path) or real(path))
     assert weightzoo.pull_zoo(REPO) == store and calls == []  # the verified snapshot is reused as is
     blob = (store / "params" / "c" / "0" / "0" / "0").resolve()  # the cache's blob behind the symlink
     blob.write_bytes(blob.read_bytes() + b"x")

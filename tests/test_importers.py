@@ -14,9 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from weightzoo.errors import ImportFormatError, StoreError, WeightZooError
-from weightzoo.zoo import importers
-from weightzoo.zoo.importers import FORMATS, ImportReport, import_zoo
-from weightzoo.zoo.store import open_zoo
+from weightzoo.zoo import archs
+from weightzoo.zoo.importers import FORMATS, ImportReport, import_zoo, state_dict_folder
+from weightzoo.zoo.importers import plan as import_plan
+from weightzoo.zoo.opener import open_zoo
 
 # ----------------------------------------------------------------------------- Small CNN Zoo
 
@@ -215,28 +216,26 @@ def test_smallcnnzoo_bad_input_is_one_line_error(tmp_path, damage, match):
 # ------------------------------------------------------------------------------ Model Zoos
 
 
-class ModelZooCNN(nn.Module):
-    """The 'CNN' of the Model Zoos (def_net.py), with its module_list parameter names."""
+# The Model Zoos CNNs as def_net.py writes them: conv blocks (out, kernel, max-pool?) and flat size.
+DEF_NET_CNNS = {
+    "CNN": ([(8, 5, True), (6, 5, True), (4, 2, False)], 36),
+    "CNN2": ([(6, 5, True), (9, 5, True), (6, 2, False)], 54),
+    "CNN3": ([(16, 3, True), (32, 3, True), (15, 3, True)], 60),
+}
 
-    def __init__(self, nlin: str):
+
+class ModelZooCNN(nn.Module):
+    """A CNN of the Model Zoos (def_net.py: CNN, CNN2, CNN3), with its module_list parameter names."""
+
+    def __init__(self, nlin: str, variant: str = "CNN", channels_in: int = 1):
         super().__init__()
         act = {"tanh": nn.Tanh, "relu": nn.ReLU}[nlin]
-        self.module_list = nn.ModuleList(
-            [
-                nn.Conv2d(1, 8, 5),
-                nn.MaxPool2d(2, 2),
-                act(),
-                nn.Conv2d(8, 6, 5),
-                nn.MaxPool2d(2, 2),
-                act(),
-                nn.Conv2d(6, 4, 2),
-                act(),
-                nn.Flatten(),
-                nn.Linear(36, 20),
-                act(),
-                nn.Linear(20, 10),
-            ]
-        )
+        blocks, flat = DEF_NET_CNNS[variant]
+        layers: list[nn.Module] = []
+        for out, kernel, pool in blocks:
+            layers += [nn.Conv2d(channels_in, out, kernel), *([nn.MaxPool2d(2, 2)] if pool else []), act()]
+            channels_in = out
+        self.module_list = nn.ModuleList([*layers, nn.Flatten(), nn.Linear(flat, 20), act(), nn.Linear(20, 10)])
 
     def forward(self, x):
         for layer in self.module_list:
@@ -244,7 +243,7 @@ class ModelZooCNN(nn.Module):
         return x
 
 
-def write_modelzoo(root: Path, members=6, epochs=(0, 1, 2), crashed=None, odd=None):
+def write_modelzoo(root: Path, members=6, epochs=(0, 1, 2), crashed=None, odd=None, variant="CNN", channels_in=1):
     """Trial folders as Ray Tune writes them; returns {(member, epoch): state_dict}."""
     saved = {}
     for m in range(members):
@@ -252,8 +251,8 @@ def write_modelzoo(root: Path, members=6, epochs=(0, 1, 2), crashed=None, odd=No
         trial = root / f"NN_tune_trainable_{m:05d}_{m}_seed={m}_2022-01-0{m % 9}_12-00-00"
         trial.mkdir(parents=True)
         params = {
-            "model::type": "CNN",
-            "model::channels_in": 1,
+            "model::type": variant,
+            "model::channels_in": channels_in,
             "model::nlin": nlin,
             "model::dropout": 0.0,
             "model::init_type": "uniform",
@@ -270,7 +269,7 @@ def write_modelzoo(root: Path, members=6, epochs=(0, 1, 2), crashed=None, odd=No
             if m == crashed and e == epochs[-1]:
                 continue
             torch.manual_seed(100 * m + e)
-            net = ModelZooCNN(nlin)
+            net = ModelZooCNN(nlin, variant, channels_in)
             sd = net.state_dict()
             if m == odd:
                 sd["module_list.11.bias"] = torch.zeros(11)
@@ -311,7 +310,7 @@ def test_modelzoo_round_trip_function_and_skips(tmp_path):
     assert zoo.column("optim.betas")[0] == "[0.9, 0.99]"
     assert "time_this_iter_s" not in zoo.metric_names
     np.testing.assert_allclose(zoo.metric("test_acc", epoch=None)[1], [0.01, 0.11, 0.21], rtol=1e-6)
-    assert zoo.architecture["family"] == "modelzoo-CNN"
+    assert zoo.architecture["family"] == "modelzoo_cnn" and zoo.architecture["args"]["variant"] == "CNN"
     x = torch.randn(3, 1, 28, 28)
     for i, m in enumerate([0, 1, 3, 5]):
         for e in (0, 1, 2):
@@ -323,6 +322,22 @@ def test_modelzoo_round_trip_function_and_skips(tmp_path):
             with torch.no_grad():
                 torch.testing.assert_close(zoo.model(i, e)(x), ref(x), rtol=0, atol=1e-6)
     assert zoo.attrs["source"]["param_names"]["0.weight"] == "module_list.0.weight"
+
+
+@pytest.mark.parametrize("variant, channels, size", [("CNN2", 1, 28), ("CNN3", 3, 32)])
+def test_modelzoo_cnns_are_the_archs_family(tmp_path, variant, channels, size):
+    saved = write_modelzoo(tmp_path / "zoo", members=2, epochs=(1,), variant=variant, channels_in=channels)
+    report = import_zoo("modelzoo", tmp_path / "zoo", tmp_path / "mz.zarr")
+    assert report.imported == 2 and report.skipped == []
+    zoo = open_zoo(tmp_path / "mz.zarr")
+    assert zoo.architecture == archs.modelzoo_cnn(variant, channels, activation="relu")
+    assert zoo.attrs["source"]["architecture_inferred"] is True
+    x = torch.randn(3, channels, size, size)
+    for m in range(2):  # member 1 is tanh: its activation is rebuilt from the family's arguments
+        ref = ModelZooCNN("tanh" if m % 2 else "relu", variant, channels)
+        ref.load_state_dict(saved[m, 1])
+        with torch.no_grad():
+            torch.testing.assert_close(zoo.model(m)(x), ref(x), rtol=0, atol=1e-6)
 
 
 def test_modelzoo_mlp_is_inferred_and_mixed_hparams_become_columns(tmp_path):
@@ -493,7 +508,7 @@ def test_state_dicts_end_to_end(tmp_path, suffix):
 
 
 def test_state_dicts_cnn_gap_and_unknown_flatten(tmp_path, monkeypatch):
-    monkeypatch.setattr(importers, "BATCH_MEMBERS", 2)  # several appends
+    monkeypatch.setattr(import_plan, "BATCH_MEMBERS", 2)  # several appends
     gap = tmp_path / "gap"
     gap.mkdir()
     for i in range(5):
@@ -574,7 +589,7 @@ def test_failed_import_leaves_existing_store(tmp_path, suffix, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(importers, "_flush", disk_full)  # ... that never gets written
+    monkeypatch.setattr(import_plan, "_flush", disk_full)  # ... that never gets written
     with pytest.raises(OSError, match="No space left"):
         import_zoo("state-dicts", tmp_path / "sds", out, overwrite=True)
     assert len(open_zoo(out)) == 3 and _leftovers(tmp_path) == []
@@ -599,9 +614,9 @@ def test_all_members_skipped_inside_the_write_is_an_error(tmp_path, monkeypatch)
     write_state_dicts(tmp_path / "sds")
 
     def refuse(paths, ref):
-        raise importers._Skip("refused")
+        raise import_plan.Skip("refused")
 
-    monkeypatch.setattr(importers, "_load_checkpoints", refuse)
+    monkeypatch.setattr(state_dict_folder, "load_checkpoints", refuse)
     with pytest.raises(ImportFormatError, match="no member could be imported; first reason: a.safetensors: refused"):
         import_zoo("state-dicts", tmp_path / "sds", tmp_path / "z.zarr")
     assert not (tmp_path / "z.zarr").exists() and _leftovers(tmp_path) == []

@@ -6,7 +6,8 @@ from conftest import randomize_module
 from torch import nn
 
 from weightzoo.errors import LayoutError, SpecError
-from weightzoo.layout import GroupAction, ParamLayout, PermutationSpec
+from weightzoo.layout import ParamLayout
+from weightzoo.symmetry import GroupAction, PermutationSpec
 from weightzoo.weightspace import WeightSpace
 from weightzoo.zoo import archs
 

@@ -8,9 +8,11 @@ import torch
 
 from weightzoo.cli import main
 from weightzoo.metanet.data import MetanetTask, Normalizer, load_members
-from weightzoo.metanet.train import TrainOptions, load_run, train_metanet
+from weightzoo.metanet.run import load_run
+from weightzoo.metanet.train import TrainOptions, train_metanet
 from weightzoo.zoo import archs
-from weightzoo.zoo.store import ZooStore, open_zoo
+from weightzoo.zoo.opener import open_zoo
+from weightzoo.zoo.store import ZooStore
 
 MODELS = ["mlp", "statnn", "deepsets", "dws", "gmn"]
 FAST = ["--epochs", "25", "--patience", "25", "--batch-size", "32", "--quiet"]

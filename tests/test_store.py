@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 
 from weightzoo.errors import StoreError, WeightZooError
 from weightzoo.zoo import archs, transfer
-from weightzoo.zoo.store import ZooStore, open_zoo
+from weightzoo.zoo.opener import open_zoo
+from weightzoo.zoo.store import ZooStore, zoostore
 from weightzoo.zoo.transfer import convert_zoo, export_zoo
 
 ARCH = archs.mlp(3, [5], 2)
@@ -121,14 +122,8 @@ def half_build(path: Path) -> None:
 def snapshot(path: Path) -> dict[str, Any]:
     """Everything stored at ``path``: attrs and every row of every array, as read raw."""
     with open_zoo(path) as zoo:
-        names = [
-            "params",
-            "done",
-            *(f"hparams/{k}" for k in zoo.hparam_names),
-            *(f"metrics/{k}" for k in zoo.metric_names),
-        ]
-        arrays = {name: zoo.backend.read(name, slice(0, zoo.capacity)) for name in names}
-        return {"attrs": zoo.backend.attrs(), **arrays}
+        arrays = {name: zoo.read_block(name, 0, zoo.capacity) for name in zoo.array_names()}
+        return {"attrs": zoo.attrs, **arrays}
 
 
 def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -461,13 +456,14 @@ def test_convert_round_trip(tmp_path: Path, zoo_path: Path, suffix: str, state: 
     assert_same(original, snapshot(back))
     with open_zoo(back) as zoo:
         assert zoo.verify().ok and len(zoo) == N
-        assert zoo.backend.chunk_rows("params") == CHUNK
+        assert zoo.chunk_members == CHUNK
 
 
 def test_convert_and_export_in_one_chunk_blocks(
     tmp_path: Path, zoo_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(transfer, "CHUNK_BYTES", 1)  # every block is one chunk or one member
+    monkeypatch.setattr(zoostore, "CHUNK_BYTES", 1)  # every converted block is one chunk
+    monkeypatch.setattr(transfer, "CHUNK_BYTES", 1)  # every exported block is one member
     half_build(zoo_path)
     there = convert_zoo(zoo_path, tmp_path / f"there{OTHER[suffix]}", progress=True)
     assert_same(snapshot(zoo_path), snapshot(there))

@@ -1,40 +1,42 @@
-"""weightzoo: build, store, share and learn from zoos of trained neural networks."""
+"""weightzoo: build, store, share and learn from zoos of trained neural networks.
 
-__version__ = "0.1.0"
+The names below are what a user calls; each is imported on first use (``import weightzoo`` costs
+next to nothing). Everything else lives in its module: ``weightzoo.zoo`` (building, stores, the
+Hub), ``weightzoo.datasets`` (datasets of weights), ``weightzoo.metanet`` (learning from weights).
+"""
 
-from .errors import HubError, ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError
-from .layout import AxisRef, GroupAction, ParamEntry, ParamLayout, PermGroup, PermutationSpec
-from .weightspace import WeightSpace
-from .zoo.build import build_zoo
-from .zoo.hub import pull_zoo, push_zoo
-from .zoo.importers import import_zoo
-from .zoo.spec import ZooSpec, load_spec
-from .zoo.store import ZooStore, open_zoo
-from .zoo.transfer import convert_zoo, export_zoo
+from ._util.lazy import lazy_exports
+from ._version import __version__
+from .errors import HubError, ImportFormatError, LayoutError, SpecError, StoreError, WeightZooError, WriteError
+
+_EXPORTS = {
+    "ParamLayout": ".layout",
+    "PermutationSpec": ".symmetry",
+    "WeightSpace": ".weightspace",
+    "ZooStore": ".zoo.store",
+    "open_zoo": ".zoo.opener",
+    "build_zoo": ".zoo.build",
+    "import_zoo": ".zoo.importers",
+    "convert_zoo": ".zoo.transfer",
+    "export_zoo": ".zoo.transfer",
+    "push_zoo": ".zoo.hub",
+    "pull_zoo": ".zoo.hub",
+    "WeightDataset": ".datasets",
+    "GraphDataset": ".datasets",
+    "train_metanet": ".metanet.train",
+    "MetanetRun": ".metanet.run",
+    "load_run": ".metanet.run",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "__version__",
+    *_EXPORTS,
     "WeightZooError",
     "SpecError",
     "LayoutError",
     "StoreError",
     "ImportFormatError",
     "HubError",
-    "ParamLayout",
-    "ParamEntry",
-    "PermutationSpec",
-    "PermGroup",
-    "AxisRef",
-    "GroupAction",
-    "WeightSpace",
-    "ZooStore",
-    "open_zoo",
-    "ZooSpec",
-    "load_spec",
-    "build_zoo",
-    "import_zoo",
-    "convert_zoo",
-    "export_zoo",
-    "push_zoo",
-    "pull_zoo",
+    "WriteError",
 ]

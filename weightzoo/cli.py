@@ -42,7 +42,8 @@ def zoo_info(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Members done/total, architecture, parameters, checkpoints, size on disk, metric quantiles."""
-    from .zoo.store import format_summary, open_zoo
+    from .zoo.opener import open_zoo
+    from .zoo.store import format_summary
 
     with open_zoo(path) as zoo:
         summary = zoo.summary()
@@ -52,7 +53,7 @@ def zoo_info(
 @zoo_app.command("verify")
 def zoo_verify(path: str = typer.Argument(..., help=ZOO_ARG)) -> None:
     """Check every chunk's checksum; exit 1 and list damaged members if any."""
-    from .zoo.store import open_zoo
+    from .zoo.opener import open_zoo
 
     with open_zoo(path) as zoo:
         report = zoo.verify()
@@ -91,9 +92,11 @@ def zoo_export(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Write one safetensors file per member plus a members table."""
+    from .zoo.opener import open_zoo
     from .zoo.transfer import export_zoo
 
-    out = export_zoo(path, outdir, epoch=epoch, overwrite=overwrite, progress=_progress(quiet))
+    with open_zoo(path) as zoo:
+        out = export_zoo(zoo, outdir, epoch=epoch, overwrite=overwrite, progress=_progress(quiet))
     typer.echo(f"{out}: exported")
 
 
@@ -105,9 +108,11 @@ def zoo_convert(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Convert between Zarr and HDF5 (bit-exact)."""
+    from .zoo.opener import open_zoo
     from .zoo.transfer import convert_zoo
 
-    out = convert_zoo(src, dst, overwrite=overwrite, progress=_progress(quiet))
+    with open_zoo(src) as zoo:
+        out = convert_zoo(zoo, dst, overwrite=overwrite, progress=_progress(quiet))
     typer.echo(f"{src} -> {out}")
 
 
@@ -122,11 +127,14 @@ def zoo_build(
     scheduler: str | None = typer.Option(None, help="dask: address of an existing scheduler"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a store of a different spec"),
+    allow_mixed_numerics: bool = typer.Option(
+        False, "--allow-mixed-numerics", help="resume or take workers' results on another numeric path"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a zoo from a spec; re-running the same command resumes an interrupted build."""
+    from .zoo.backends import resolve_store_path
     from .zoo.build import build_zoo
-    from .zoo.store import resolve_store_path
 
     report = build_zoo(
         spec,
@@ -138,6 +146,7 @@ def zoo_build(
         scheduler=scheduler,
         device=device,
         progress=_progress(quiet),
+        allow_mixed_numerics=allow_mixed_numerics,
     )
     if report.trained == 0:
         typer.echo(f"{report.path}: complete, nothing to do ({report.members} members)")
@@ -304,7 +313,8 @@ def metanet_eval(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
 ) -> None:
     """Score a trained run on a split of a zoo (Kendall tau and R^2, or accuracy)."""
-    from .metanet.train import check_device, load_run
+    from .metanet.run import load_run
+    from .metanet.train import check_device
 
     scores = load_run(run_dir, device=check_device(device)).evaluate(zoo, split)
     typer.echo(json.dumps(scores) if as_json else f"{run_dir} on {zoo} [{split}]: {_format_scores(scores)}")
@@ -326,7 +336,7 @@ def demo(
 @app.callback()
 def _root(version: bool | None = typer.Option(None, "--version", help="print the version and exit")) -> None:
     if version:
-        from . import __version__
+        from ._version import __version__
 
         typer.echo(__version__)
         raise typer.Exit()

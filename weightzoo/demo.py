@@ -18,8 +18,9 @@ import torch
 from .datasets import WeightDataset
 from .zoo import archs
 from .zoo.build import build_zoo
+from .zoo.opener import open_zoo
 from .zoo.spec import load_spec
-from .zoo.store import format_summary, open_zoo
+from .zoo.store import format_summary
 from .zoo.tasks import load_task
 from .zoo.transfer import convert_zoo
 

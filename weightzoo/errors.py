@@ -21,6 +21,11 @@ class StoreError(WeightZooError):
     """A zoo store is missing, not a zoo, of the wrong format, or damaged."""
 
 
+class WriteError(WeightZooError):
+    """An output cannot be written: permission denied, a read-only or virtual filesystem, or a
+    file where a folder must be."""
+
+
 class ImportFormatError(WeightZooError):
     """A source in an external zoo format is malformed or incomplete."""
 

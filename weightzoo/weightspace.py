@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .errors import LayoutError
-from .layout import GroupAction, ParamLayout, PermutationSpec
+from .layout import ParamLayout
+from .symmetry import GroupAction, PermutationSpec
 
 
 @dataclass

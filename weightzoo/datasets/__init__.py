@@ -1,16 +1,13 @@
-"""Datasets OF weights: zoo members served as WeightSpace batches or parameter graphs."""
+"""Datasets OF weights: zoo members served as WeightSpace batches or parameter graphs.
 
+``GraphDataset`` imports PyTorch Geometric, so it is loaded on first use.
+"""
+
+from .._util.lazy import lazy_exports
 from .splits import group_keys, split_indices
 from .weights import ChunkShuffleSampler, Prebatched, WeightDataset, collate
 
-
-def __getattr__(name: str):
-    if name == "GraphDataset":  # imports torch_geometric: only when asked for
-        from .graphs import GraphDataset
-
-        return GraphDataset
-    raise AttributeError(name)
-
+__getattr__, __dir__ = lazy_exports(__name__, {"GraphDataset": ".graphs"})
 
 __all__ = [
     "WeightDataset",

@@ -1,7 +1,7 @@
 """GraphDataset: zoo members as parameter graphs (PyG ``Batch``), for any mix of architectures.
 
 Members are read once into memory; a batch of positions becomes one ``Batch`` built by
-:func:`~weightzoo.metanet.graph.build_graphs` (a gather per architecture, no per-member loop),
+:func:`~weightzoo.paramgraph.build_graphs` (a gather per architecture, no per-member loop),
 with targets in ``batch.y``. Unlike :class:`~weightzoo.datasets.WeightDataset` it serves zoos
 whose members differ in depth, width, normalization or skip connections.
 """
@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Batch
 
-from ..metanet.graph import build_graphs, feature_dims
-from ..zoo.store import ZooStore, open_zoo
+from ..paramgraph import build_graphs, feature_dims
+from ..zoo.opener import open_zoo
+from ..zoo.store import ZooStore
 from .splits import select_members
 from .weights import load_targets
 
@@ -45,7 +46,7 @@ class GraphDataset(Dataset):
         edge_dim: int | None = None,
         conv_mode: str = "vector",
     ) -> None:
-        self.zoo = zoo if isinstance(zoo, ZooStore) else open_zoo(zoo)
+        self.zoo = open_zoo(zoo)
         self.indices = select_members(self.zoo, split, fractions, seed, group_by)
         self.flat = self.zoo.params(self.indices, epoch)
         self.layouts, self.specs, ids = self.zoo.architecture_groups(self.indices)

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import SpecError
 from ..weightspace import WeightSpace
-from ..zoo.store import ZooStore, open_zoo
+from ..zoo.opener import open_zoo
+from ..zoo.store import ZooStore
 from .splits import select_members
 
 Transform = Callable[[WeightSpace], WeightSpace]
@@ -60,9 +61,7 @@ class _ChunkReader:
         if c in self.cache:
             self.cache.move_to_end(c)
             return self.cache[c]
-        start = c * self.chunk
-        stop = min(start + self.chunk, self.zoo.capacity)
-        block = self.zoo.backend.read("params", (slice(start, stop), self.epoch_index))
+        block = self.zoo.params_chunk(c, self.epoch_index)
         self.cache[c] = block
         while len(self.cache) > self.cache_chunks:
             self.cache.popitem(last=False)
@@ -129,7 +128,7 @@ class WeightDataset(Dataset):
         memory_limit: int = 2 << 30,
         cache_chunks: int = 8,
     ) -> None:
-        self.zoo = zoo if isinstance(zoo, ZooStore) else open_zoo(zoo)
+        self.zoo = open_zoo(zoo)
         if self.zoo.mixed:
             raise SpecError(
                 f"{self.zoo.path}: members have different layouts; WeightDataset serves one layout "

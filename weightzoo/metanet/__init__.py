@@ -1,35 +1,37 @@
-"""Learning from weights: DWS equivariant networks, graph metanetworks, baselines, training."""
+"""Learning from weights: DWS equivariant networks, graph metanetworks, baselines, training, and
+saved runs on the Hub. Names are imported on first use (PyTorch Geometric only with the GMN).
 
-from .baselines import DeepSets, FlatMLP, StatNN, fit_statnn_gbt, predict_gbt, weight_statistics
-from .data import MetanetTask, SplitSpec
-from .dws import DWSLayer, DWSNet
-from .gmn import GMN, EdgeUpdateConv
-from .graph import GraphBuilder, build_graphs, to_networkx
-from .hub import import_predictions, push_run
-from .models import MODEL_KINDS
-from .train import MetanetRun, TrainOptions, load_run, train_metanet
+Where things go: a new metanetwork is a module here plus a row of
+:data:`~weightzoo.metanet.models.MODEL_KINDS`; operations on weights (alignment, merging,
+augmentation, weight generation) are modules of their own beside these.
+"""
 
-__all__ = [
-    "DWSLayer",
-    "DWSNet",
-    "GMN",
-    "EdgeUpdateConv",
-    "GraphBuilder",
-    "build_graphs",
-    "to_networkx",
-    "FlatMLP",
-    "StatNN",
-    "DeepSets",
-    "weight_statistics",
-    "fit_statnn_gbt",
-    "predict_gbt",
-    "MetanetTask",
-    "SplitSpec",
-    "MODEL_KINDS",
-    "MetanetRun",
-    "push_run",
-    "import_predictions",
-    "TrainOptions",
-    "load_run",
-    "train_metanet",
-]
+from .._util.lazy import lazy_exports
+
+_EXPORTS = {
+    "DWSLayer": ".dws",
+    "DWSNet": ".dws",
+    "GMN": ".gmn",
+    "EdgeUpdateConv": ".gmn",
+    "GraphBuilder": "..paramgraph",
+    "build_graphs": "..paramgraph",
+    "to_networkx": "..paramgraph",
+    "FlatMLP": ".baselines",
+    "StatNN": ".baselines",
+    "DeepSets": ".baselines",
+    "weight_statistics": ".baselines",
+    "fit_statnn_gbt": ".baselines",
+    "predict_gbt": ".baselines",
+    "MetanetTask": ".data",
+    "SplitSpec": ".data",
+    "MODEL_KINDS": ".models",
+    "MetanetRun": ".run",
+    "load_run": ".run",
+    "TrainOptions": ".train",
+    "train_metanet": ".train",
+    "push_run": ".hub",
+    "import_predictions": ".hub",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

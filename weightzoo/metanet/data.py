@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..datasets.splits import member_splits, select_members
 from ..errors import SpecError
-from ..layout import ParamLayout, PermutationSpec
+from ..layout import ParamLayout
+from ..symmetry import PermutationSpec
 from ..zoo.store import ZooStore
 
 TASK_KINDS = {"predict": "regression", "classify": "classification"}
@@ -152,6 +153,10 @@ class ZooMembers:
             targets=None if self.targets is None else fn(self.targets),
             extras={k: fn(v) for k, v in self.extras.items()},
         )
+
+    def to(self, device) -> ZooMembers:
+        """The members with their tensors on ``device``."""
+        return self.map(lambda t: t.to(device))
 
     def member_layouts(self) -> list[ParamLayout]:
         return [self.layouts[i] for i in self.layout_ids.tolist()]

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import SpecError
-from ..layout import ParamLayout, PermutationSpec
+from ..layout import ParamLayout
+from ..symmetry import PermutationSpec
 from ..weightspace import WeightSpace
 
 _NORMS = (None, "layernorm")

@@ -19,7 +19,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from ..errors import SpecError
-from .graph import EdgeType, NodeType
+from ..paramgraph import EdgeType, NodeType
 
 READOUTS = ("invariant", "node", "edge")
 
@@ -106,7 +106,7 @@ class EdgeUpdateConv(MessagePassing):
 
 
 class GMN(nn.Module):
-    """Graph metanetwork over the batches :func:`~weightzoo.metanet.graph.build_graphs` makes.
+    """Graph metanetwork over the batches :func:`~weightzoo.paramgraph.build_graphs` makes.
 
     Embeds node/edge features plus their type, layer and position, runs ``layers`` rounds of
     :class:`EdgeUpdateConv` with residual updates and LayerNorm, then reads out per graph

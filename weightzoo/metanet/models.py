@@ -91,7 +91,7 @@ class GraphMetanet(Metanet):
         self._builders: dict = {}
 
     def graphs(self, members: ZooMembers):
-        from .graph import build_graphs
+        from ..paramgraph import build_graphs
 
         return build_graphs(
             members.flat,
@@ -116,7 +116,7 @@ class GraphMetanet(Metanet):
 
 def graph_dims(members: ZooMembers, cache: dict | None = None) -> tuple[int, int]:
     """Widest node and edge features the members' graphs need."""
-    from .graph import feature_dims
+    from ..paramgraph import feature_dims
 
     return feature_dims(members.layouts, members.specs, cache=cache)
 

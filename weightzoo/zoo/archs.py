@@ -13,13 +13,14 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..layout import ParamLayout, PermutationSpec
+from ..layout import ParamLayout
+from ..symmetry import PermutationSpec
 
 
 class Sine(nn.Module):
@@ -41,7 +42,7 @@ class Sine(nn.Module):
 class Residual(nn.Sequential):
     """``x + f(x)`` with ``f`` the inner layers run in order: a skip connection.
 
-    Declares ``weight_space_residual`` so :class:`~weightzoo.layout.PermutationSpec` puts every
+    Declares ``weight_space_residual`` so :class:`~weightzoo.symmetry.PermutationSpec` puts every
     layer reading or writing the stream into one permutation group.
     """
 
@@ -387,8 +388,77 @@ def small_cnn_zoo(activation: str = "relu", in_channels: int = 1, num_classes: i
     return arch
 
 
-# CNN-s of the Model Zoos (Schürholt et al. 2022, def_net.py ``CNN``): (out channels, kernel, max-pool?)
-_CNN_S_BLOCKS = ((8, 5, True), (6, 5, True), (4, 2, False))
+class ModelZooCNN(NamedTuple):
+    """One small CNN of the Model Zoos: its conv blocks ``(out channels, kernel, max-pool?)`` and
+    the image size its first Linear layer assumes (def_net.py hard-codes the flat size)."""
+
+    blocks: tuple[tuple[int, int, bool], ...]
+    in_size: int
+
+
+# The Model Zoos CNNs (Schürholt et al. 2022, def_net.py); flat sizes 3*3*4, 3*3*6 and 15*2*2.
+MODELZOO_CNNS: dict[str, ModelZooCNN] = {
+    "CNN": ModelZooCNN(((8, 5, True), (6, 5, True), (4, 2, False)), 28),
+    "CNN2": ModelZooCNN(((6, 5, True), (9, 5, True), (6, 2, False)), 28),
+    "CNN3": ModelZooCNN(((16, 3, True), (32, 3, True), (15, 3, True)), 32),
+}
+
+
+def _modelzoo_cnn_layers(
+    variant: str, in_channels: int, num_classes: int, in_size: int, activation: str, dropout: float, where: str
+) -> list[dict]:
+    """The layers of a Model Zoos CNN: per block conv -> [MaxPool(2)] -> act [-> dropout, all but
+    the last block], then Flatten, Linear(flat, 20) -> act [-> dropout], Linear(20, classes)."""
+    blocks = MODELZOO_CNNS[variant].blocks
+    layers: list[dict] = []
+    channels, size = in_channels, in_size
+    for i, (out, kernel, pool) in enumerate(blocks):
+        layers.append({"type": "conv2d", "in": channels, "out": out, "kernel": kernel})
+        size = size - kernel + 1
+        if pool:
+            layers.append({"type": "maxpool2d", "kernel": 2, "stride": 2})
+            size //= 2
+        layers.append({"type": "act", "name": activation})
+        if dropout and i < len(blocks) - 1:
+            layers.append({"type": "dropout", "p": dropout})
+        channels = out
+    if size < 1:
+        smallest = 1  # walk back from one output pixel through the blocks
+        for _, kernel, pool in reversed(blocks):
+            smallest = smallest * (2 if pool else 1) + kernel - 1
+        raise SpecError(
+            f"architecture: {where} needs images of at least {smallest}x{smallest} pixels, got in_size={in_size}"
+        )
+    return [
+        *layers,
+        {"type": "flatten"},
+        {"type": "linear", "in": channels * size * size, "out": 20},
+        {"type": "act", "name": activation},
+        *([{"type": "dropout", "p": dropout}] if dropout else []),
+        {"type": "linear", "in": 20, "out": num_classes},
+    ]
+
+
+@family("modelzoo_cnn")
+def modelzoo_cnn(
+    variant: str = "CNN",
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    in_size: int | None = None,
+    activation: str = "tanh",
+    dropout: float = 0.0,
+) -> dict:
+    """A Model Zoos CNN (Schürholt et al. 2022, def_net.py): ``variant`` ``"CNN"`` (= CNN-s) or
+    ``"CNN2"`` for 28x28 inputs, ``"CNN3"`` for 32x32; ``in_size`` None means the size def_net.py
+    assumes, the only one its published checkpoints fit."""
+    if variant not in MODELZOO_CNNS:
+        raise SpecError(f"architecture: modelzoo_cnn variant {variant!r} is not one of {list(MODELZOO_CNNS)}")
+    size = MODELZOO_CNNS[variant].in_size if in_size is None else in_size
+    layers = _modelzoo_cnn_layers(
+        variant, in_channels, num_classes, size, activation, dropout, f"modelzoo_cnn {variant}"
+    )
+    return {"family": "modelzoo_cnn", "layers": layers}
 
 
 @family("cnn_s")
@@ -400,30 +470,11 @@ def cnn_s(
     activation: str = "tanh",
     dropout: float = 0.0,
 ) -> dict:
-    """Model Zoos CNN-s: [Conv(8, 5) -> MaxPool(2) -> act], [Conv(6, 5) -> MaxPool(2) -> act],
-    [Conv(4, 2) -> act], Flatten, Linear(36, 20) -> act, Linear(20, 10) for 28x28 inputs
-    (2,464 parameters with one channel); needs ``in_size`` >= 20, so not 8x8 digits."""
-    layers: list[dict] = []
-    channels, size = in_channels, in_size
-    for i, (out, kernel, pool) in enumerate(_CNN_S_BLOCKS):
-        layers.append({"type": "conv2d", "in": channels, "out": out, "kernel": kernel})
-        size = size - kernel + 1
-        if pool:
-            layers.append({"type": "maxpool2d", "kernel": 2, "stride": 2})
-            size //= 2
-        layers.append({"type": "act", "name": activation})
-        if dropout and i < 2:
-            layers.append({"type": "dropout", "p": dropout})
-        channels = out
-    if size < 1:
-        raise SpecError(f"architecture: cnn_s needs images of at least 20x20 pixels, got in_size={in_size}")
-    layers += [
-        {"type": "flatten"},
-        {"type": "linear", "in": channels * size * size, "out": 20},
-        {"type": "act", "name": activation},
-        *([{"type": "dropout", "p": dropout}] if dropout else []),
-        {"type": "linear", "in": 20, "out": num_classes},
-    ]
+    """Model Zoos CNN-s, i.e. :func:`modelzoo_cnn` ``"CNN"``: [Conv(8, 5) -> MaxPool(2) -> act],
+    [Conv(6, 5) -> MaxPool(2) -> act], [Conv(4, 2) -> act], Flatten, Linear(36, 20) -> act,
+    Linear(20, 10) for 28x28 inputs (2,464 parameters with one channel); needs ``in_size`` >= 20,
+    so not 8x8 digits."""
+    layers = _modelzoo_cnn_layers("CNN", in_channels, num_classes, in_size, activation, dropout, "cnn_s")
     return {"family": "cnn_s", "layers": layers}
 
 

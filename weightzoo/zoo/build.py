@@ -12,7 +12,6 @@ import errno
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,12 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._fs import remove, writer_lock
 from ..errors import SpecError, StoreError, WeightZooError
 from . import archs
 from .backends import ZarrBackend, backend_for
 from .spec import ZooSpec, load_spec
-from .store import ZooStore, open_zoo, staged_path
+from .store import ZooStore, staged_store
 from .tasks import load_task
+from .train.numerics import NumericPath, numeric_path
 from .transfer import convert_zoo
 
 DEFAULT_MEMORY = 2 << 30  # bytes a training group may use
@@ -162,7 +163,7 @@ def _job(spec: ZooSpec) -> dict:
 def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
     """Open the store of this spec for appending, creating it (atomically) if needed."""
     if out.exists() and not overwrite:
-        zoo = open_zoo(out, "a")
+        zoo = ZooStore(out, "a")
         try:
             _check_same_spec(zoo, spec)
         except StoreError:
@@ -173,10 +174,11 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
     archs_seen = {json.dumps(spec.member_architecture(hp), sort_keys=True) for hp in hparams}
     layouts = sorted({archs.describe(json.loads(a))[1] for a in archs_seen}, key=lambda lay: lay.size)
     task = load_task(spec.task, **spec.task_options)
-    with staged_path(out, overwrite=True) as tmp:
+    with staged_store(out, overwrite=True) as tmp:
         ZooStore.create(
             tmp,
             layouts[-1],  # the largest: every member's flat vector fits in its rows
+            lock=False,
             architecture=spec.architecture,
             epochs=spec.checkpoint_epochs,
             spec=spec.to_dict() | {"fingerprint": spec.fingerprint()},
@@ -186,7 +188,7 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
             expected_members=spec.members,
             mixed_layouts=len(layouts) > 1,
         ).close()
-    return open_zoo(out, "a")
+    return ZooStore(out, "a")
 
 
 def _check_same_spec(zoo: ZooStore, spec: ZooSpec) -> None:
@@ -224,6 +226,7 @@ def build_zoo(
     device: str = "cpu",
     memory_bytes: int = DEFAULT_MEMORY,
     progress: bool = False,
+    allow_mixed_numerics: bool = False,
     on_group: Callable[[GroupPlan], None] | None = None,
 ) -> BuildReport:
     """Build (or finish building) the zoo of ``spec`` at ``out`` and return what was done.
@@ -232,6 +235,9 @@ def build_zoo(
     finished zoo is left untouched. ``executor`` is ``"local"`` or ``"dask"``. An HDF5 file
     is not safe against a kill mid-write, so HDF5 zoos are built in a hidden Zarr store beside
     ``out`` (where an interrupted build resumes) and converted, bit-exactly, when complete.
+    The build holds ``out``'s writer lock, so a second build into the same path is refused.
+    Members trained on another numeric path than the zoo's first ones (a resume on another
+    machine or torch, a Dask worker that differs) are refused unless ``allow_mixed_numerics``.
     """
     spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
     if members is not None:
@@ -242,18 +248,24 @@ def build_zoo(
     run = functools.partial(
         _build_into, spec, overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
         device=device, memory_bytes=memory_bytes, progress=progress, on_group=on_group,
+        allow_mixed=allow_mixed_numerics,
     )  # fmt: skip
-    if backend_for(out) is ZarrBackend:
-        return run(out)
+    backend = backend_for(out)
+    with writer_lock(out):
+        return run(out) if backend is ZarrBackend else _build_hdf5(spec, out, overwrite, run)
+
+
+def _build_hdf5(spec: ZooSpec, out: Path, overwrite: bool, run: Callable[[Path], BuildReport]) -> BuildReport:
+    """Build in a hidden Zarr store beside ``out`` (resumable), then convert it into ``out``."""
     if out.exists() and not overwrite:
-        with open_zoo(out) as finished:
+        with ZooStore(out) as finished:
             _check_same_spec(finished, spec)
             if len(finished) == finished.capacity:
                 return BuildReport(out, spec.members, 0, len(finished), 0.0)
     work = out.with_name(f".{out.stem}.building.zarr")
     report = run(work)
     convert_zoo(work, out, overwrite=True)
-    shutil.rmtree(work)
+    remove(work)
     report.path = out
     return report
 
@@ -270,11 +282,14 @@ def _build_into(
     memory_bytes: int,
     progress: bool,
     on_group: Callable[[GroupPlan], None] | None,
+    allow_mixed: bool,
 ) -> BuildReport:
     """The build loop proper, into a store that survives being killed (Zarr)."""
     start = time.perf_counter()
     zoo = _open_or_create(spec, out, overwrite)
     try:
+        if executor == "local" and zoo.numerics is not None:
+            zoo.check_numerics(numeric_path(device), allow_mixed=allow_mixed)  # before any training
         task = load_task(spec.task, **spec.task_options)
         done = set(zoo.members.tolist())
         todo = [g for g in plan_groups(spec, memory_bytes) if not done.issuperset(g.members)]
@@ -288,6 +303,7 @@ def _build_into(
         for group, result in results:
             positions = [p for p, m in enumerate(group.members) if m not in done]
             rows = [group.members[p] for p in positions]
+            zoo.check_numerics(NumericPath.from_dict(result.numerics), allow_mixed=allow_mixed)
             _store_group(zoo, rows, group, positions, result, task)
             bar.update(len(rows))
             if on_group is not None:

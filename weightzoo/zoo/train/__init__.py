@@ -65,7 +65,10 @@ The package, one module per job:
 * :mod:`.optim`: batched optimizers (:class:`ClassOptimizer`) and the reference loop's optimizer;
 * :mod:`.group`: :class:`GroupTrainer` and :func:`train_group`;
 * :mod:`.loop`: :func:`train_member`, the plain per-member reference loop;
-* :mod:`.memory`: the memory model and :func:`group_size_for`.
+* :mod:`.memory`: the memory model and :func:`group_size_for`;
+* :mod:`.fused`: the fused CPU kernels (C via ctypes): build, load, argument checks, :func:`~.fused.isa`;
+* :mod:`.numerics`: :class:`NumericPath`, which numeric path (kernels and their ISA or PyTorch ops, device,
+  torch and :data:`TRAINER_VERSION`) trained a group, recorded in every :class:`GroupResult`.
 """
 
 from .config import HPARAM_DEFAULTS, INITS, OPTIMIZERS, MemberConfig, member_config
@@ -85,6 +88,7 @@ from .memory import (
     memory_model,
 )
 from .network import AutogradPath, BatchedNet, check_supported, shape_input
+from .numerics import TRAINER_VERSION, NumericPath, numeric_path
 from .optim import ADAM_BETAS, ADAM_EPS, MOMENTUM, ClassOptimizer, make_optimizer
 from .randomness import (
     dropout_factors_,
@@ -128,6 +132,9 @@ __all__ = [
     "BatchedNet",
     "check_supported",
     "shape_input",
+    "TRAINER_VERSION",
+    "NumericPath",
+    "numeric_path",
     "ADAM_BETAS",
     "ADAM_EPS",
     "MOMENTUM",

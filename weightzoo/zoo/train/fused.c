@@ -280,6 +280,7 @@ static inline int64_t padded(int64_t d) { return (d + VL - 1) / VL * VL; }
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #ifdef __AVX512F__
+#define KERNEL_ISA 2
 typedef __m512 vec;
 #define LANES 16
 #define MAX_NV 3 /* 32 registers: tiles of 16 x 1, 12 x 2 or 8 x 3 vectors of VL floats */
@@ -290,6 +291,7 @@ static const int TILE_ROWS_FOR[MAX_NV + 1] = {0, 16, 12, 8};
 #define vstore _mm512_storeu_ps
 #define vfma _mm512_fmadd_ps
 #else
+#define KERNEL_ISA 1
 typedef __m256 vec;
 #define LANES 8
 #define MAX_NV 1 /* 16 registers: tiles of 6 rows x VL floats (two registers each) */
@@ -345,9 +347,8 @@ static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int6
 #endif
     TILE_ROWS(1)
 }
-
-int mlp_step_vectorized(void) { return 1; }
 #else
+#define KERNEL_ISA 0
 #define MAX_NV 1
 static const int TILE_ROWS_FOR[MAX_NV + 1] = {0, 8};
 
@@ -363,9 +364,11 @@ static void tile_any(int mr, int nv, int64_t K, const float *A, int64_t am, int6
         }
     }
 }
-
-int mlp_step_vectorized(void) { return 0; }
 #endif
+
+/* Which register tiles the matmuls were compiled with (fused.ISAS): 2 AVX-512, 1 AVX2 + FMA, 0 plain loops.
+ * Trained parameters depend on it (the tiles' summation order), so it is part of the numeric path. */
+int kernel_isa(void) { return KERNEL_ISA; }
 
 /* C[m, :np] = sum over k < K of A[m*am + k*ak] * B[k*ldb + :np] for m < M; np a multiple of VL. */
 static void gemm(int64_t M, int64_t np, int64_t K, const float *A, int64_t am, int64_t ak, const float *B,

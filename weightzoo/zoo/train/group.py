@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,16 +21,20 @@ from .init import init_params
 from .losses import per_sample_loss, predicted_class, psnr
 from .memory import EVAL_BYTES, EVAL_CHUNK, chunk_members, feature_sizes
 from .network import AutogradPath, BatchedNet, Chunk, Dropout
+from .numerics import numeric_path
 from .optim import ClassOptimizer, FusedOptimizer
 from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, subset_size, training_subsets
 
 
 @dataclass
 class GroupResult:
-    """Parameters at each checkpoint ``[G, E, P]`` (layout order) and metrics ``{name: [G, E]}``."""
+    """Parameters at each checkpoint ``[G, E, P]`` (layout order) and metrics ``{name: [G, E]}``; ``numerics``
+    is the :class:`~.numerics.NumericPath` (as ``to_dict()``) of the process that trained them (empty where
+    no trainer recorded one)."""
 
     params: np.ndarray
     metrics: dict[str, np.ndarray]
+    numerics: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class GroupTrainer:
         self.net = BatchedNet(arch, module, self.layout)
         self.dropout = self._dropout_constants()
         self._choose_path(arch, task, fast)
+        self.numerics = numeric_path(self.device)  # as the paths were chosen, kernels or not
 
     def _choose_path(self, arch, task: Task, fast: bool) -> None:
         """The hand-written dense path when the architecture allows (and ``fast``), else autograd;
@@ -189,7 +194,8 @@ class GroupTrainer:
                 params.append(self.flat_params())
                 metrics.append(self.evaluate())
         names = metrics[0].keys()
-        return GroupResult(np.stack(params, 1), {k: np.stack([m[k] for m in metrics], 1) for k in names})
+        stacked = {k: np.stack([m[k] for m in metrics], 1) for k in names}
+        return GroupResult(np.stack(params, 1), stacked, self.numerics.to_dict())
 
     def steps_per_epoch(self) -> int:
         """Steps of the member with the largest training subset (the others sit out the last ones)."""

@@ -2,24 +2,24 @@
 
 Layout (HDF5 mirrors it with datasets)::
 
-    attrs        format, version, ParamLayout, PermutationSpec, architecture, ZooSpec, epochs
+    attrs        format, version, ParamLayout, PermutationSpec, architecture(s), ZooSpec, epochs
     params       float32 [N, E, P]   chunked along N, a checksum per chunk
     done         bool [N]            written last for a member: the resume/consistency marker
     hparams/<k>  [N]                 numbers or strings
     metrics/<k>  float32 [N, E]
 
 Public member indices run over the members marked done (``store.members`` maps them to
-storage rows), so a reader opened while a writer appends sees only finished members.
+storage rows), so a reader opened while a writer appends sees only finished members. A store
+opened for appending holds the store's writer lock until it is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
+import math
 import os
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,36 +28,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import SpecError, StoreError
-from ..layout import ParamLayout, PermutationSpec
-from . import archs
-from .backends import Backend, backend_for
+from ..._fs import remove, writer_lock
+from ..._version import __version__
+from ...errors import SpecError, StoreError
+from ...layout import ParamLayout
+from ...symmetry import PermutationSpec
+from .. import archs
+from ..backends import Backend, backend_for
+from ..members import MemberArchitectures, load_member
+from ..train.numerics import NumericPath
+from .columns import as_float32, check_column_name, column_kind, column_values
+from .summary import metric_quantiles
 
 FORMAT = "weightzoo"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: resolved member architectures recorded ("architectures"); 1 is still read
 CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per chunk read
-
-
-def open_zoo(path: str | os.PathLike, mode: str = "r") -> ZooStore:
-    """Open a zoo (``.zarr`` directory or ``.h5``/``.hdf5`` file); ``mode`` is ``"r"`` or ``"a"``.
-
-    ``hf://datasets/USER/REPO[@REVISION]`` pulls a pushed zoo into the Hugging Face cache (checked
-    against its manifest) and opens it read-only.
-    """
-    if str(path).startswith("hf://"):
-        if mode != "r":
-            raise StoreError(f"{path}: a zoo on the Hub opens read-only; pull it with --out to append to it")
-        from .hub import open_hub_zoo
-
-        return open_hub_zoo(str(path))
-    return ZooStore(path, mode)
 
 
 def _versions() -> dict[str, str]:
     import h5py
     import zarr
-
-    from .. import __version__
 
     return {
         "weightzoo": __version__,
@@ -83,27 +73,39 @@ class VerifyReport:
 
 
 class ZooStore:
-    """A zoo on disk. Create with :meth:`create`, open with :func:`open_zoo`."""
+    """A zoo on disk. Create with :meth:`create`, open with ``ZooStore(path, mode)`` or
+    :func:`weightzoo.open_zoo` (which also opens ``hf://`` URLs). ``mode="a"`` takes the store's
+    writer lock (refused while another process writes it) unless ``lock=False``, for a store
+    whose writer already holds the lock of the path it will be published at."""
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, lock: bool = True) -> None:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        if "://" in str(path):
+            raise StoreError(f"{path}: a URL, not a store path; open it with weightzoo.open_zoo({str(path)!r})")
         self.path = Path(path)
         self.mode = mode
         self._backend_cls = backend_for(self.path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such zoo; build or import one first (weightzoo zoo import/build)")
         self._backend: Backend | None = None
-        attrs = self.backend.attrs()
-        if attrs.get("format") != FORMAT:
-            raise StoreError(f"{self.path}: not a weightzoo zoo (attribute 'format' is {attrs.get('format')!r})")
-        if attrs.get("format_version", 0) > FORMAT_VERSION:
-            raise StoreError(
-                f"{self.path}: format version {attrs['format_version']} is newer than this "
-                f"weightzoo reads ({FORMAT_VERSION}); upgrade weightzoo"
-            )
-        self._load_attrs(attrs)
-        self.refresh()
+        self._lock = contextlib.ExitStack()
+        if mode == "a" and lock:
+            self._lock.enter_context(writer_lock(self.path))
+        try:
+            attrs = self.backend.attrs()
+            if attrs.get("format") != FORMAT:
+                raise StoreError(f"{self.path}: not a weightzoo zoo (attribute 'format' is {attrs.get('format')!r})")
+            if attrs.get("format_version", 0) > FORMAT_VERSION:
+                raise StoreError(
+                    f"{self.path}: format version {attrs['format_version']} is newer than this "
+                    f"weightzoo reads ({FORMAT_VERSION}); upgrade weightzoo"
+                )
+            self._load_attrs(attrs)
+            self.refresh()
+        except BaseException:
+            self.close()
+            raise
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -118,53 +120,45 @@ class ZooStore:
         spec: Mapping[str, Any] | None = None,
         arch_overrides: Sequence[str] = (),
         source: Mapping[str, Any] | None = None,
+        numerics: NumericPath | None = None,
         capacity: int = 0,
         chunk_members: int | None = None,
         expected_members: int | None = None,
         mixed_layouts: bool = False,
         overwrite: bool = False,
+        lock: bool = True,
     ) -> ZooStore:
         """Create an empty zoo for networks of ``layout`` and open it for appending.
 
         ``architecture`` (a layer list, see :mod:`weightzoo.zoo.archs`) lets ``model(i)``
         rebuild members; ``arch_overrides`` names hparam columns that change it per member
-        (``"activation"``). The PermutationSpec is derived from the architecture if not given.
+        (``"activation"``); the resolved architecture of each distinct member is recorded as
+        members are written. The PermutationSpec is derived from the architecture if not given.
         With ``mixed_layouts`` members differ in shape (per-member architecture arguments such
         as width): ``layout`` is the largest member's, each row holds its member's own flat
         vector zero-padded to that size, and :meth:`member_layout` gives each member's layout.
+        ``numerics`` is the numeric path that trains the members (see :meth:`check_numerics`).
         Params are chunked along members (``chunk_members``, default ~4 MiB per chunk, fewer
         when ``expected_members`` says the zoo is smaller); ``capacity`` reserves rows.
         """
         path = Path(path)
         backend_cls = backend_for(path)
-        if path.exists():
-            if not overwrite:
-                raise StoreError(f"{path}: already exists; choose another path or pass overwrite=True (--overwrite)")
-            _remove(path)
         epochs = [int(e) for e in epochs]
         if not epochs or sorted(set(epochs)) != epochs:
             raise SpecError(f"{path}: checkpoint epochs must be a non-empty increasing list, got {epochs}")
-        if perm_spec is None and architecture is not None:
-            try:
-                perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
-            except SpecError:
-                perm_spec = None  # architectures without a derivable spec still store fine
-            if mixed_layouts:
-                perm_spec = None  # no zoo-wide spec; see member_perm_spec(i)
-            elif perm_spec is not None and "activation" in arch_overrides:
-                # members differ in activation: only what every member allows is zoo-wide
-                perm_spec = perm_spec.restricted_to(("permute",))
         attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "layout": layout.to_dict(),
-            "permutation_spec": perm_spec.to_dict() if perm_spec is not None else None,
+            "permutation_spec": _zoo_perm_spec(architecture, perm_spec, arch_overrides, mixed_layouts),
             "architecture": dict(architecture) if architecture is not None else None,
             "arch_overrides": list(arch_overrides),
+            "architectures": [],
             "mixed_layouts": bool(mixed_layouts),
             "spec": dict(spec) if spec is not None else None,
             "epochs": epochs,
             "source": dict(source) if source is not None else None,
+            "numerics": numerics.to_dict() if numerics is not None else None,
             "versions": _versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -172,11 +166,33 @@ class ZooStore:
         chunk = chunk_members or int(np.clip(CHUNK_BYTES // per_member, 1, 65536))
         if expected_members and not chunk_members:
             chunk = min(chunk, max(1, int(expected_members)))  # a small zoo is one unpadded chunk
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend_cls.create(path, attrs, (0, len(epochs), layout.size), chunk).close()
-        store = cls(path, "a")
+        with writer_lock(path) if lock else contextlib.nullcontext():
+            if path.exists():
+                if not overwrite:
+                    raise StoreError(
+                        f"{path}: already exists; choose another path or pass overwrite=True (--overwrite)"
+                    )
+                remove(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend_cls.create(path, attrs, (0, len(epochs), layout.size), chunk).close()
+            store = cls(path, "a", lock=lock)
         store.reserve(int(capacity))
         return store
+
+    @classmethod
+    def create_like(cls, source: ZooStore, path: str | os.PathLike, *, lock: bool = True) -> ZooStore:
+        """An empty store at ``path`` with the attributes, shapes, chunking and columns of
+        ``source`` (backend by ``path``'s suffix), open for :meth:`write_block`."""
+        path = Path(path)
+        src = source.backend
+        with writer_lock(path) if lock else contextlib.nullcontext():
+            target = backend_for(path).create(path, src.attrs(), src.shape("params"), src.chunk_rows("params"))
+            for name in source.array_names()[2:]:
+                rows, *tail = src.shape(name)
+                dtype = src.dtype(name)
+                target.create_column(name, str if dtype.kind == "O" else dtype, tuple(tail), rows)
+            target.close()
+            return cls(path, "a", lock=lock)
 
     def _load_attrs(self, attrs: dict) -> None:
         self.attrs = attrs
@@ -185,7 +201,7 @@ class ZooStore:
         self.perm_spec = PermutationSpec.from_dict(ps) if ps else None
         self.architecture: dict | None = attrs.get("architecture")
         self.epochs: list[int] = list(attrs["epochs"])
-        self._member_layouts: dict[str, ParamLayout] = {}
+        self._members = MemberArchitectures(self.path, attrs, self.column)
 
     # ------------------------------------------------------------ backend handle
     @property
@@ -198,12 +214,14 @@ class ZooStore:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_backend"] = None
+        state["_lock"] = contextlib.ExitStack()  # a pickled copy (a worker's) never holds the lock
         return state
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+        self._lock.close()
 
     def __enter__(self) -> ZooStore:
         return self
@@ -286,6 +304,13 @@ class ZooStore:
             return torch.from_numpy(np.ascontiguousarray(self._read_rows("params", rows)))
         return torch.from_numpy(np.ascontiguousarray(self._read_rows("params", rows, self.epoch_index(epoch))))
 
+    def params_chunk(self, chunk: int, epoch_index: int) -> np.ndarray:
+        """Storage rows of params chunk ``chunk`` at checkpoint position ``epoch_index``, done or
+        not: the unit a streaming reader caches (one read from disk)."""
+        start = chunk * self.chunk_members
+        stop = min(start + self.chunk_members, self.capacity)
+        return self.backend.read("params", (slice(start, stop), epoch_index))
+
     def state_dict(self, i: int, epoch: int = -1) -> dict[str, torch.Tensor]:
         """The state_dict of member ``i`` at a checkpoint (float tensors of the layout)."""
         return {k: v.clone() for k, v in self.unflatten_member(i, self.params(int(i), epoch)).items()}
@@ -297,13 +322,7 @@ class ZooStore:
 
     def member_layout(self, i: int) -> ParamLayout:
         """The ParamLayout of member ``i`` (the zoo's layout unless the zoo is mixed)."""
-        if not self.mixed:
-            return self.layout
-        arch = self.member_architecture(i)
-        key = json.dumps(arch, sort_keys=True)
-        if key not in self._member_layouts:
-            self._member_layouts[key] = ParamLayout.from_module(archs.build_module(arch))
-        return self._member_layouts[key]
+        return self._members.layout_of(i)
 
     def architecture_groups(self, indices: Any = None) -> tuple[list[ParamLayout], list[PermutationSpec], np.ndarray]:
         """Distinct ``(layout, spec)`` pairs among members and each member's pair index.
@@ -312,21 +331,7 @@ class ZooStore:
         mixed has one pair: its layout and permutation spec.
         """
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-        if not self.mixed:
-            return [self.layout], [self.perm_spec], np.zeros(len(idx), dtype=np.int64)
-        names = list(self.attrs.get("arch_overrides", []))
-        columns = [self.column(k, idx) for k in names]
-        seen: dict[tuple, int] = {}
-        layouts, specs, ids = [], [], np.empty(len(idx), dtype=np.int64)
-        for row, values in enumerate(zip(*columns)):  # a mixed zoo has at least one such column
-            key = tuple(_override_value(v) for v in values)
-            if key not in seen:
-                seen[key] = len(layouts)
-                module = archs.build_module(archs.with_overrides(self.architecture, **dict(zip(names, key))))
-                layouts.append(ParamLayout.from_module(module))
-                specs.append(PermutationSpec.from_module(module))
-            ids[row] = seen[key]
-        return layouts, specs, ids
+        return self._members.groups(idx)
 
     def unflatten_member(self, i: int, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Member ``i``'s stored row ``[..., P]`` as named tensors of its own layout."""
@@ -335,28 +340,15 @@ class ZooStore:
 
     def member_architecture(self, i: int) -> dict:
         """The architecture of member ``i``, with its per-member overrides (e.g. activation)."""
-        if self.architecture is None:
-            raise StoreError(
-                f"{self.path}: the zoo stores no architecture, so members cannot be rebuilt; use state_dict(i)"
-            )
-        overrides = {k: _override_value(self.column(k, [i])[0]) for k in self.attrs.get("arch_overrides", [])}
-        return archs.with_overrides(self.architecture, **overrides)
+        return self._members.of(i)
 
     def member_perm_spec(self, i: int) -> PermutationSpec:
         """The PermutationSpec of member ``i``, with the symmetries its own activation allows."""
-        return PermutationSpec.from_module(archs.build_module(self.member_architecture(i)))
+        return self._members.perm_spec_of(i)
 
     def model(self, i: int, epoch: int = -1) -> nn.Module:
         """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
-        module = archs.build_module(self.member_architecture(i))
-        missing, unexpected = module.load_state_dict(self.state_dict(i, epoch), strict=False)
-        float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
-        if float_missing or unexpected:
-            raise StoreError(
-                f"{self.path}: stored layout does not match the stored architecture "
-                f"(missing {float_missing}, unexpected {unexpected})"
-            )
-        return module.eval()
+        return load_member(self.path, self.member_architecture(i), self.state_dict(i, epoch))
 
     # ------------------------------------------------------------- columns
     def values(self, name: str, indices: Any = None, epoch: int | None = -1, *, what: str = "column") -> np.ndarray:
@@ -435,11 +427,12 @@ class ZooStore:
     ) -> None:
         """Write members' parameters ``[n, E, P]``, hyperparameters and metrics ``[n, E]`` at
         storage rows, without marking them done. Everything is validated before anything is
-        written, so bad input leaves the store as it was."""
+        written, so bad input leaves the store as it was. The resolved architecture of every
+        member architecture not seen before is recorded first."""
         backend = self._writable()
         rows = np.asarray(list(rows), dtype=np.int64)
         n, E, P = len(rows), len(self.epochs), self.layout.size
-        arr = _as_float32(params, f"{self.path}: params")
+        arr = as_float32(params, f"{self.path}: params")
         if arr.ndim == 2 and E == 1:
             arr = arr[:, None, :]
         if arr.shape != (n, E, P):
@@ -449,23 +442,26 @@ class ZooStore:
         if len(np.unique(rows)) != n:
             raise StoreError(f"{self.path}: rows {rows.tolist()} repeat a row; write each member once")
         for k in [*(hparams or {}), *(metrics or {})]:
-            _check_column_name(self.path, k)
+            check_column_name(self.path, k)
+        stored = set(self.hparam_names)
         columns = {
-            f"hparams/{k}": _column_values(
-                f"{self.path}: hyperparameter {k!r}", v, n, self._column_kind(f"hparams/{k}")
+            f"hparams/{k}": column_values(
+                f"{self.path}: hyperparameter {k!r}", v, n, self._column_kind("hparams", k) if k in stored else None
             )
             for k, v in (hparams or {}).items()
         }
         for k, v in (metrics or {}).items():
-            m = _as_float32(v, f"{self.path}: metric {k!r}")
+            m = as_float32(v, f"{self.path}: metric {k!r}")
             m = m.reshape(n, 1) if m.shape == (n,) and E == 1 else m
             if m.shape != (n, E):
                 raise StoreError(f"{self.path}: metric {k!r} must have shape {(n, E)}, got {m.shape}")
             columns[f"metrics/{k}"] = m
+        self._record_architectures({k: columns[f"hparams/{k}"] for k in hparams or {}})
         order = np.argsort(rows)
         rows, arr = rows[order], arr[order]
+        existing = {f"hparams/{k}" for k in self.hparam_names} | {f"metrics/{k}" for k in self.metric_names}
         for name, values in columns.items():
-            if name not in {f"hparams/{k}" for k in self.hparam_names} | {f"metrics/{k}" for k in self.metric_names}:
+            if name not in existing:
                 dtype = str if values.dtype == object else values.dtype
                 backend.create_column(name, dtype, values.shape[1:], self.capacity)
             columns[name] = values[order]
@@ -475,12 +471,14 @@ class ZooStore:
             for name, values in columns.items():
                 backend.write(name, sel, values)
 
-    def _column_kind(self, name: str) -> str | None:
-        group, key = name.split("/", 1)
-        if key not in self.backend.names(group):
-            return None
-        sample = self.backend.read(name, slice(0, 0))
-        return "str" if sample.dtype == object else np.dtype(sample.dtype).kind
+    def _column_kind(self, group: str, key: str) -> str:
+        return column_kind(self.backend.dtype(f"{group}/{key}"))
+
+    def _record_architectures(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Add the resolved layer lists of member architectures these columns introduce."""
+        new = self._members.records(columns)
+        if new:
+            self.update_attrs(architectures=[*(self.attrs.get("architectures") or []), *new])
 
     def mark_done(self, rows: Iterable[int]) -> None:
         """Mark members finished; the last write for a member, after its data is stored."""
@@ -519,15 +517,87 @@ class ZooStore:
         self._writable().set_attrs(attrs)
         self._load_attrs(attrs)
 
+    # ------------------------------------------------------------ numerics
+    @property
+    def numerics(self) -> NumericPath | None:
+        """The numeric path that trained the members (None for imported zoos)."""
+        data = self.attrs.get("numerics")
+        return NumericPath.from_dict(data) if data else None
+
+    def check_numerics(self, path: NumericPath, *, allow_mixed: bool = False) -> None:
+        """Refuse members trained on another numeric path than the zoo's, unless ``allow_mixed``
+        (then every path that contributed is listed in ``numerics_mixed``)."""
+        own = self.numerics
+        if own is None:
+            self.update_attrs(numerics=path.to_dict())
+            return
+        if own == path:
+            return
+        if not allow_mixed:
+            raise StoreError(
+                f"{self.path}: its members were trained on [{own}], this process trains on [{path}]; the same spec "
+                "would give other parameters. Resume where it was built, or pass --allow-mixed-numerics"
+            )
+        mixed = list(self.attrs.get("numerics_mixed") or [own.to_dict()])
+        if path.to_dict() not in mixed:
+            self.update_attrs(numerics_mixed=[*mixed, path.to_dict()])
+
+    # ------------------------------------------------------------ raw blocks (copies and conversions)
+    def array_names(self) -> list[str]:
+        """Every array: params, done, then the hyperparameter and metric columns."""
+        columns = [f"hparams/{k}" for k in self.hparam_names] + [f"metrics/{k}" for k in self.metric_names]
+        return ["params", "done", *columns]
+
+    def blocks(self, name: str) -> Iterator[tuple[int, int]]:
+        """Row ranges of whole chunks of ``name``, about ``CHUNK_BYTES`` each, covering all rows."""
+        rows, *tail = self.backend.shape(name)
+        chunk = self.backend.chunk_rows(name)
+        chunk_bytes = chunk * 8 * math.prod(tail)  # 8 bytes a value bounds every column dtype
+        step = chunk * max(1, CHUNK_BYTES // chunk_bytes)
+        for start in range(0, rows, step):
+            yield start, min(start + step, rows)
+
+    def read_block(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Storage rows ``start:stop`` of array ``name``, done or not. A lost chunk holding done
+        members (it would read as fill values) or a damaged one is a StoreError, never data."""
+        chunk = self.backend.chunk_rows(name)
+        for i in range(start // chunk, -(-stop // chunk)):
+            lo, hi = np.searchsorted(self.members, [i * chunk, (i + 1) * chunk])
+            if hi > lo and not self.backend.chunk_present(name, i):
+                raise StoreError(
+                    f"{self.path}: chunk {i} of {name} is missing; run verify() on it and repair the source"
+                )
+        return self.backend.read(name, slice(start, stop))  # a checksum failure raises StoreError
+
+    def write_block(self, name: str, start: int, values: np.ndarray) -> None:
+        """Write raw storage rows of array ``name`` (a copy of another store's block)."""
+        self._writable().write(name, slice(start, start + len(values)), values)
+
+    # ------------------------------------------------------------ files
+    @property
+    def backend_name(self) -> str:
+        return self._backend_cls.name
+
+    def files(self) -> list[Path]:
+        """Every file of the store (the Hub uploads and checks these)."""
+        return self.backend.files()
+
+    def largest_folder(self) -> int:
+        """Entries in the store's fullest folder (0 for a single-file store)."""
+        return self.backend.largest_folder()
+
+    def sharded_copy(self, out: str | os.PathLike, max_entries: int) -> Path:
+        """A copy at ``out`` that reads the same, with at most ``max_entries`` entries per folder."""
+        return self.backend.sharded_copy(Path(out), max_entries)
+
     # ------------------------------------------------------------ integrity
     def verify(self) -> VerifyReport:
         """Read every chunk, checking its checksum; report damaged members by index."""
         report = VerifyReport()
         backend = self.backend
         done_rows = set(self.members.tolist())
-        names = ["params", *(f"hparams/{k}" for k in self.hparam_names), *(f"metrics/{k}" for k in self.metric_names)]
         bad_rows: set[int] = set()
-        for name in ["done", *names]:
+        for name in ["done", *(name for name in self.array_names() if name != "done")]:
             for start, stop, err in backend.read_chunks(name):
                 report.checked_chunks += 1
                 if err is None:
@@ -546,18 +616,10 @@ class ZooStore:
     def summary(self) -> dict[str, Any]:
         """What ``weightzoo zoo info`` prints."""
         arch = self.architecture or {}
-        quantiles = {}
-        for name in self.metric_names:
-            values = self.metric(name).astype(np.float64)
-            values = values[np.isfinite(values)]
-            if len(values):
-                quantiles[name] = {
-                    q: float(np.quantile(values, p))
-                    for q, p in (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
-                }
+        numerics = self.numerics
         return {
             "path": str(self.path),
-            "backend": self._backend_cls.__name__.replace("Backend", "").lower(),
+            "backend": self.backend_name,
             "members_done": len(self),
             "members_total": self.capacity,
             "architecture": arch.get("family", "custom" if arch else "unknown"),
@@ -566,136 +628,24 @@ class ZooStore:
             "checkpoint_epochs": self.epochs,
             "hparams": self.hparam_names,
             "size_on_disk_bytes": self.size_on_disk(),
-            "metric_quantiles": quantiles,
+            "numerics": str(numerics) if numerics is not None else None,
+            "metric_quantiles": metric_quantiles({name: self.metric(name) for name in self.metric_names}),
         }
 
 
-BACKEND_SUFFIXES = {"zarr": ".zarr", "hdf5": ".h5", "h5": ".h5"}
-
-
-def resolve_store_path(out: str | os.PathLike, backend: str | None = None) -> Path:
-    """The store path: ``out`` itself, or ``out`` plus the suffix of an explicitly named backend."""
-    out = Path(out)
-    if backend is None:
-        return out
-    suffix = BACKEND_SUFFIXES.get(backend.lower())
-    if suffix is None:
-        raise StoreError(f"unknown backend {backend!r}; valid: 'zarr', 'hdf5'")
-    have = out.suffix.lower()
-    if have in (".zarr", ".h5", ".hdf5"):
-        if (have == ".zarr") != (suffix == ".zarr"):
-            raise StoreError(f"{out}: suffix {have!r} contradicts backend {backend!r}; drop one of them")
-        return out
-    return out.with_name(out.name + suffix)
-
-
-@contextlib.contextmanager
-def staged_path(path: str | os.PathLike, overwrite: bool = False):
-    """Yield a hidden temporary path beside ``path`` to write a new store into; move it into
-    place only if the block succeeds, so a failed import or conversion leaves ``path`` as it was."""
-    path = Path(path)
-    backend_for(path)  # refuse an unknown suffix before doing any work
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path}: already exists; choose another path or pass --overwrite")
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if tmp.exists():
-        _remove(tmp)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-    except BaseException:
-        if tmp.exists():
-            _remove(tmp)
-        raise
-    if path.exists():
-        _remove(path)
-    os.replace(tmp, path)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def format_summary(s: dict) -> str:
-    """A ``summary()`` as the aligned text ``weightzoo zoo info`` prints."""
-    lines = [
-        f"zoo            {s['path']} ({s['backend']})",
-        f"members        {s['members_done']:,} done / {s['members_total']:,} total",
-        f"architecture   {s['architecture']}",
-        f"parameters     {'up to ' if s.get('mixed_layouts') else ''}{s['params_per_member']:,} per member",
-        f"checkpoints    epochs {s['checkpoint_epochs']}",
-        f"size on disk   {_human_bytes(s['size_on_disk_bytes'])}",
-        f"hparams        {', '.join(s['hparams']) or '-'}",
-    ]
-    if s["metric_quantiles"]:
-        lines.append(f"{'metric (last checkpoint)':<26}{'min':>11}{'q25':>11}{'median':>11}{'q75':>11}{'max':>11}")
-        for name, q in s["metric_quantiles"].items():
-            lines.append(f"  {name:<24}" + "".join(f"{q[k]:>11.4g}" for k in ("min", "q25", "median", "q75", "max")))
-    return "\n".join(lines)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-def _override_value(value: Any) -> Any:
-    """A stored per-member architecture argument as the family takes it. String columns hold a
-    None grid value (e.g. ``norm: [null, layernorm]``) as the text "None"; no family argument
-    takes that text, so it is read back as None."""
-    value = _python_scalar(value)
-    return None if value == "None" else value
-
-
-def _python_scalar(value: Any) -> Any:
-    """A numpy scalar as the plain Python value an architecture description holds."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _as_numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
-
-
-def _as_float32(values: Any, label: str) -> np.ndarray:
-    """Numbers as a float32 array; anything else is a StoreError naming ``label``."""
-    try:
-        return _as_numpy(values).astype(np.float32, copy=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"{label}: expected numbers ({exc})") from None
-
-
-def _check_column_name(path: Path, name: Any) -> None:
-    """Column names become array names: a non-empty string without '/'."""
-    if not isinstance(name, str) or not name or "/" in name:
-        raise StoreError(f"{path}: column name {name!r} must be a non-empty string without '/'")
-
-
-def _column_values(name: str, values: Sequence, n: int, existing_kind: str | None) -> np.ndarray:
-    """A hyperparameter column as numpy: bool, int64, float64 or object (str); ``name`` labels errors."""
-    arr = _as_numpy(values)
-    if arr.shape != (n,):
-        raise StoreError(f"{name}: expected {n} values, got shape {arr.shape}")
-    if arr.dtype.kind in "USO":
-        arr = np.array([str(v) for v in arr], dtype=object)
-        kind = "str"
-    elif arr.dtype.kind == "b":
-        kind = "b"
-    elif arr.dtype.kind in "iu":
-        arr, kind = arr.astype(np.int64), "i"
-    elif arr.dtype.kind == "f":
-        arr, kind = arr.astype(np.float64), "f"
-    else:
-        raise StoreError(f"{name}: unsupported type {arr.dtype}; use numbers or strings")
-    if existing_kind is not None and existing_kind != kind:
-        if {kind, existing_kind} <= {"i", "f"}:
-            return arr.astype(np.float64 if existing_kind == "f" else np.int64)
-        raise StoreError(f"{name}: stored column holds {existing_kind!r} values, got {kind!r}")
-    return arr
+def _zoo_perm_spec(
+    architecture: Mapping[str, Any] | None,
+    perm_spec: PermutationSpec | None,
+    arch_overrides: Sequence[str],
+    mixed_layouts: bool,
+) -> dict | None:
+    """The zoo-wide PermutationSpec: given, else derived from the architecture; none for mixed
+    zoos (see ``member_perm_spec``); only permutations when members differ in activation."""
+    if perm_spec is None and architecture is not None and not mixed_layouts:
+        try:
+            perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
+        except SpecError:
+            return None  # architectures without a derivable spec still store fine
+        if "activation" in arch_overrides:
+            perm_spec = perm_spec.restricted_to(("permute",))  # only what every member allows
+    return perm_spec.to_dict() if perm_spec is not None else None

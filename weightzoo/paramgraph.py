@@ -36,12 +36,11 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import cumsum
 
-from ..errors import LayoutError, SpecError
-from ..layout import ParamEntry, ParamLayout, PermutationSpec, module_symmetries
+from .errors import LayoutError, SpecError
+from .layout import DENSE_MODULES, NORM_MODULES, ParamEntry, ParamLayout
+from .symmetry import PermutationSpec, module_symmetries
 
 CONV_MODES = ("vector", "positions")
-_DENSE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
 _NORM_SLOTS = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
 _NODE_KEYS = ("node_type", "node_layer", "node_pos")
 _EDGE_KEYS = ("edge_type", "edge_layer", "edge_pos")
@@ -608,13 +607,13 @@ class _ModuleReader:
                 self.plan.residual(stream, self.current, name)
         elif next(mod.children(), None) is not None:
             self._children(name, mod)
-        elif isinstance(mod, _DENSE):
+        elif isinstance(mod, DENSE_MODULES):
             w = self.layout[prefix + "weight"]
             b = self.layout[prefix + "bias"] if prefix + "bias" in self.layout else None
             src = self._source(w.shape[1], not isinstance(mod, nn.Linear))
             self.layer += 1
             self.current = self.plan.dense(w, b, src, self.layer)
-        elif isinstance(mod, _NORMS):
+        elif isinstance(mod, NORM_MODULES):
             entries = [e for e in self.layout if e.name.rsplit(".", 1)[0] == name]
             if entries:
                 self.plan.norm(entries, self._source(entries[0].shape[0], False))

@@ -1,0 +1,48 @@
+"""What ``weightzoo zoo info`` reports about a zoo, and its text form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+QUANTILES = (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
+
+
+def metric_quantiles(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Quantiles of each metric's finite values (metrics without any are left out)."""
+    out = {}
+    for name, values in metrics.items():
+        values = values.astype(np.float64)
+        values = values[np.isfinite(values)]
+        if len(values):
+            out[name] = {q: float(np.quantile(values, p)) for q, p in QUANTILES}
+    return out
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A ``ZooStore.summary()`` as the aligned text ``weightzoo zoo info`` prints."""
+    lines = [
+        f"zoo            {s['path']} ({s['backend']})",
+        f"members        {s['members_done']:,} done / {s['members_total']:,} total",
+        f"architecture   {s['architecture']}",
+        f"parameters     {'up to ' if s.get('mixed_layouts') else ''}{s['params_per_member']:,} per member",
+        f"checkpoints    epochs {s['checkpoint_epochs']}",
+        f"size on disk   {human_bytes(s['size_on_disk_bytes'])}",
+        f"hparams        {', '.join(s['hparams']) or '-'}",
+    ]
+    if s.get("numerics"):
+        lines.append(f"trained on     {s['numerics']}")
+    if s["metric_quantiles"]:
+        lines.append(f"{'metric (last checkpoint)':<26}" + "".join(f"{q:>11}" for q, _ in QUANTILES))
+        for name, q in s["metric_quantiles"].items():
+            lines.append(f"  {name:<24}" + "".join(f"{q[k]:>11.4g}" for k, _ in QUANTILES))
+    return "\n".join(lines)
