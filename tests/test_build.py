@@ -5,16 +5,21 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from weightzoo import open_zoo
+from weightzoo._fs import lock_path
 from weightzoo.errors import SpecError, StoreError
+from weightzoo.zoo import build
 from weightzoo.zoo.build import ExecutorError, build_zoo, plan_groups
 from weightzoo.zoo.spec import load_spec, parse_spec, shipped_configs
-from weightzoo.zoo.store import ZooStore
+from weightzoo.zoo.store import ZooStore, format_summary
+from weightzoo.zoo.train import fused
+from weightzoo.zoo.train.numerics import TRAINER_VERSION, NumericPath, numeric_path
 
 SLOWER = {  # a spec whose groups take a noticeable moment, so a kill lands mid-build
     "name": "resume-test",
@@ -248,3 +253,136 @@ def test_every_shipped_spec_plans_groups_within_the_memory_budget(name):
     assert spec.group_size is None  # the memory model decides
     groups = plan_groups(spec)
     assert sorted(i for g in groups for i in g.members) == list(range(spec.members))
+
+
+# --------------------------------------------------------------------------- numeric paths
+
+OTHER_TORCH = NumericPath("cpu", "torch", "9.9.9", TRAINER_VERSION)
+
+
+def interrupted_after_one_group(out):
+    """``out`` with the first group of SLOWER stored, the build stopped there."""
+
+    def stop(group):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(SLOWER, out, on_group=stop)
+    return open_zoo(out)
+
+
+def test_the_numeric_path_is_recorded_and_a_resume_on_another_is_refused(tmp_path, monkeypatch, reference):
+    out = tmp_path / "z.zarr"
+    with interrupted_after_one_group(out) as zoo:
+        assert zoo.numerics == numeric_path("cpu") and len(zoo) == 2
+        assert "trained on" in format_summary(zoo.summary())
+    monkeypatch.setattr(build, "numeric_path", lambda device: OTHER_TORCH)  # as if torch were upgraded
+    with pytest.raises(StoreError, match=r"trained on \[cpu, .*torch 2.*\], this process trains on \[cpu, "
+                       r"torch ops, torch 9\.9\.9, trainer 1\].*--allow-mixed-numerics"):  # fmt: skip
+        build_zoo(SLOWER, out)
+    assert len(open_zoo(out)) == 2  # nothing trained, nothing written
+    monkeypatch.undo()
+    build_zoo(SLOWER, out)  # the path it was built on resumes
+    same_zoo(reference, out)
+
+
+def test_a_worker_result_from_another_path_is_refused_unless_mixing_is_allowed(tmp_path, monkeypatch):
+    real = build.train_planned
+    calls = []
+
+    def elsewhere(job, group, device="cpu"):  # the second group comes back from a differing worker
+        result = real(job, group, device)
+        calls.append(group)
+        return replace(result, numerics=OTHER_TORCH.to_dict()) if len(calls) == 2 else result
+
+    monkeypatch.setattr(build, "train_planned", elsewhere)
+    out = tmp_path / "z.zarr"
+    with pytest.raises(StoreError, match="this process trains on .*9.9.9"):
+        build_zoo(SLOWER, out)
+    assert len(open_zoo(out)) == 2  # the differing group was not written
+    calls.clear()
+    from weightzoo.cli import main
+
+    assert main(["zoo", "build", "tiny-mnist1d-mlp", "--out", str(tmp_path / "t.zarr"), "-q",
+                 "--allow-mixed-numerics"]) == 0  # fmt: skip
+    with open_zoo(tmp_path / "t.zarr") as zoo:
+        assert len(zoo) == 16
+        assert [NumericPath.from_dict(p) for p in zoo.attrs["numerics_mixed"]] == [numeric_path("cpu"), OTHER_TORCH]
+
+
+@pytest.mark.skipif(not fused.available(), reason="needs the fused kernels to differ from PyTorch ops")
+def test_switching_the_kernels_off_is_another_numeric_path(tmp_path):
+    out = tmp_path / "z.zarr"
+    interrupted_after_one_group(out).close()
+    with fused.disabled(), pytest.raises(StoreError, match=r"fused kernels .* torch ops"):
+        build_zoo(SLOWER, out)
+    with fused.disabled():
+        report = build_zoo(SLOWER, out, allow_mixed_numerics=True)
+    assert report.trained == 10
+    with open_zoo(out) as zoo:
+        assert {p["kernels"] for p in zoo.attrs["numerics_mixed"]} == {"torch", f"fused-{fused.isa()}"}
+
+
+# --------------------------------------------------------------------------- one writer per store
+
+
+def spec_command(tmp_path, out):
+    import yaml
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SLOWER))
+    return [sys.executable, "-m", "weightzoo", "zoo", "build", str(spec_file), "--out", str(out), "--quiet"]
+
+
+def wait_for(condition, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"build ended too early: {proc.stderr.read().decode()}")
+        if time.time() > deadline:
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+WAITER = """
+import pathlib, sys, time
+import weightzoo.zoo.build  # imported before the signal, so the build starts the moment it comes
+from weightzoo.cli import main
+trigger = pathlib.Path(sys.argv[1])
+while not trigger.exists():
+    time.sleep(0.005)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_second_build_into_the_same_store_is_refused(tmp_path, reference):
+    out = tmp_path / "z.zarr"
+    cmd = spec_command(tmp_path, out)
+    trigger = tmp_path / "go"
+    second = subprocess.Popen([sys.executable, "-c", WAITER, str(trigger), *cmd[3:]], stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: lock_path(out).exists() and out.exists(), first)
+    trigger.touch()  # the second build starts while the first is training
+    assert second.wait(timeout=120) == 2
+    assert first.poll() is None  # still building: the refusal came while it held the store
+    assert second.stderr.read().strip() == (
+        f"error: {out}: another weightzoo process (pid {first.pid}) is writing this store; "
+        "wait for it to finish, or stop it and run the command again"
+    )
+    assert first.wait(timeout=300) == 0
+    assert not lock_path(out).exists()
+    assert open_zoo(out).verify().ok
+    same_zoo(reference, out)
+
+
+def test_a_lock_left_by_a_killed_build_does_not_block_the_next(tmp_path, reference):
+    out = tmp_path / "z.zarr"
+    cmd = spec_command(tmp_path, out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: out.exists() and lock_path(out).exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert lock_path(out).read_text() == str(proc.pid)  # left behind, held by no one
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    same_zoo(reference, out)

@@ -111,3 +111,43 @@ def test_demo_runs_a_real_job(tmp_path, capsys):
     assert diff < 1e-4
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--members", "8", "--quiet")
     assert code == 0 and "build: 0 members trained" in out and "8 already done" in out
+
+
+# --------------------------------------------------------------------------- outputs that cannot be written
+
+WRITERS = {
+    "zoo build": ["zoo", "build", "tiny-mnist1d-mlp", "--out", "{out}.zarr", "-q"],
+    "zoo import": ["zoo", "import", "--format", "state-dicts", "{state_dicts}", "{out}.zarr", "-q"],
+    "zoo convert": ["zoo", "convert", "{zoo}", "{out}.h5", "-q"],
+    "zoo export": ["zoo", "export", "{zoo}", "{out}", "-q"],
+    "zoo pull": ["zoo", "pull", "lab/zoo", "--out", "{out}", "-q"],
+    "metanet train": ["metanet", "train", "--zoo", "{zoo}", "--task", "predict:lr", "--model", "mlp", "--out", "{out}"],
+    "metanet import": ["metanet", "import", "{run}", "--zoo", "{zoo}", "--out", "{out}.csv"],
+    "demo": ["demo", "--out", "{out}", "--members", "2", "-q"],
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """What the writing commands read: a zoo, a folder of state dicts and a trained metanet run."""
+    from weightzoo.metanet.train import TrainOptions, train_metanet
+
+    root = tmp_path_factory.mktemp("sources")
+    make_zoo(root / "zoo.zarr")
+    (root / "sds").mkdir()
+    torch.save(archs.build_module(archs.mlp(3, [4], 2)).state_dict(), root / "sds" / "m.pt")
+    train_metanet(root / "zoo.zarr", "predict:lr", "mlp", root / "run", options=TrainOptions(epochs=1))
+    return {"zoo": root / "zoo.zarr", "state_dicts": root / "sds", "run": root / "run"}
+
+
+@pytest.mark.parametrize("where", ["virtual-fs", "file-as-folder"])
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_an_unwritable_output_is_one_line(tmp_path, capsys, sources, command, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    out = "/proc/weightzoo-out/o" if where == "virtual-fs" else str(tmp_path / "a-file" / "o")
+    argv = [a.format(out=out, **{k: str(v) for k, v in sources.items()}) for a in WRITERS[command]]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith(f"error: {out}") and err.count("\n") == 1, err
+    reason = "No such file or directory" if where == "virtual-fs" else "a file stands where a folder must be"
+    assert "cannot write here" in err and reason in err
+    assert (tmp_path / "a-file").read_text() == "not a folder"

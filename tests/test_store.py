@@ -3,9 +3,13 @@ concurrent readers, pickling, and conversion/export between formats."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from weightzoo._fs import lock_path
 from weightzoo.errors import StoreError, WeightZooError
 from weightzoo.zoo import archs, transfer
 from weightzoo.zoo.opener import open_zoo
@@ -236,6 +241,91 @@ def test_model_uses_per_member_activation(tmp_path: Path, suffix: str):
         zoo.append(torch.randn(2, LAYOUT.size), hparams={"activation": ["relu", "tanh"]})
         assert isinstance(zoo.model(0)[1], torch.nn.ReLU)
         assert isinstance(zoo.model(1)[1], torch.nn.Tanh)
+
+
+def test_member_architectures_are_recorded_resolved(tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch):
+    """A zoo keeps each distinct member architecture as a layer list, so members rebuild the same
+    even when the family that made them changes later."""
+    path = tmp_path / f"acts{suffix}"
+    acts = ["relu", "tanh", "relu"]
+    with ZooStore.create(path, LAYOUT, architecture=ARCH, arch_overrides=["activation"]) as zoo:
+        zoo.append(torch.randn(3, LAYOUT.size), hparams={"activation": acts})
+        outputs = [zoo.model(i)(torch.ones(1, 3)) for i in range(3)]
+    with open_zoo(path) as zoo:
+        records = zoo.attrs["architectures"]
+        assert [r["overrides"] for r in records] == [{"activation": "relu"}, {"activation": "tanh"}]
+        assert records[1]["architecture"] == archs.with_overrides(ARCH, activation="tanh")
+        assert zoo.attrs["format_version"] == 2
+    original = archs.FAMILIES["mlp"]
+
+    @functools.wraps(original)
+    def changed(*args, **kwargs):  # a later weightzoo's mlp family: other hidden widths
+        return original(*args, **{**kwargs, "hidden": [9]})
+
+    monkeypatch.setitem(archs.FAMILIES, "mlp", changed)
+    assert archs.with_overrides(ARCH, activation="tanh")["layers"][0]["out"] == 9  # today's family differs
+    with open_zoo(path) as zoo:
+        for i, act in enumerate(acts):
+            model = zoo.model(i)
+            assert model[0].out_features == 5 and type(model[1]).__name__ == {"relu": "ReLU", "tanh": "Tanh"}[act]
+            assert torch.equal(model(torch.ones(1, 3)), outputs[i])
+
+
+def test_format_1_zoos_still_open_and_rebuild_by_replay(tmp_path: Path, suffix: str):
+    path = tmp_path / f"old{suffix}"
+    with ZooStore.create(path, LAYOUT, architecture=ARCH, arch_overrides=["activation"]) as zoo:
+        zoo.append(torch.randn(2, LAYOUT.size), hparams={"activation": ["tanh", "relu"]})
+        attrs = {k: v for k, v in zoo.attrs.items() if k not in ("architectures", "numerics")}
+        zoo.backend.set_attrs(attrs | {"format_version": 1})  # what weightzoo wrote before version 2
+    with open_zoo(path) as zoo:
+        assert zoo.attrs["format_version"] == 1 and "architectures" not in zoo.attrs
+        assert isinstance(zoo.model(0)[1], torch.nn.Tanh) and isinstance(zoo.model(1)[1], torch.nn.ReLU)
+        assert zoo.summary()["members_done"] == 2
+    with open_zoo(path, "a") as zoo:  # appending to it records the architectures it adds
+        zoo.append(torch.randn(1, LAYOUT.size), hparams={"activation": ["tanh"]})
+        assert [r["overrides"] for r in zoo.attrs["architectures"]] == [{"activation": "tanh"}]
+
+
+def test_a_store_opened_for_appending_holds_its_writer_lock(tmp_path: Path, suffix: str, members: Members):
+    path = tmp_path / f"zoo{suffix}"
+    script = (
+        "import sys; from weightzoo.zoo.store import ZooStore\n"
+        "from weightzoo.errors import StoreError\n"
+        "try:\n    ZooStore(sys.argv[1], 'a')\nexcept StoreError as exc:\n    print(exc); sys.exit(2)\n"
+    )
+    with ZooStore.create(path, LAYOUT, epochs=EPOCHS):
+        assert lock_path(path).read_text() == str(os.getpid())
+        with open_zoo(path, "a") as again:  # the same process may open it again
+            again.append(*members.take(slice(0, 2)))
+        refused = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+        assert refused.returncode == 2 and f"(pid {os.getpid()}) is writing this store" in refused.stdout
+        with open_zoo(path) as reader:  # readers need no lock
+            assert len(reader) == 2
+    assert not lock_path(path).exists()
+    assert subprocess.run([sys.executable, "-c", script, str(path)]).returncode == 0
+
+
+def test_chunk_presence_is_asked_through_the_zarr_store(tmp_path: Path, members: Members):
+    """Arrays written with another chunk key encoding (``c.0.0.0``) are verified correctly."""
+    import zarr
+
+    path = tmp_path / "zoo.zarr"
+    with ZooStore.create(path, LAYOUT, epochs=EPOCHS, chunk_members=CHUNK) as zoo:
+        zoo.append(*members.take(slice(None)))
+    group = zarr.open_group(str(path), mode="r+")
+    values = group["params"][:]
+    del group["params"]
+    group.create_array(
+        "params", shape=values.shape, chunks=(CHUNK, *values.shape[1:]), dtype="float32", fill_value=0.0,
+        chunk_key_encoding={"name": "default", "separator": "."}, config={"write_empty_chunks": True},
+    )[:] = values  # fmt: skip
+    assert (path / "params" / "c.2.0.0").is_file()
+    with open_zoo(path) as zoo:
+        assert zoo.verify().ok and torch.equal(zoo.params(epoch=None), torch.from_numpy(values))
+    (path / "params" / "c.2.0.0").unlink()
+    with open_zoo(path) as zoo:
+        report = zoo.verify()
+    assert report.damaged_members == [6] and "chunk 2 of 'params' is missing" in report.problems[0]
 
 
 @pytest.mark.parametrize("epoch", [-1, 0])

@@ -12,15 +12,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from .errors import LayoutError, SpecError
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 ROLES = ("weight", "bias", "norm", "other")
-DENSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # weights with a layer index
-NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
+
+
+def module_kind(module: nn.Module) -> str | None:
+    """``"dense"`` for Linear/Conv layers (their weights get a layer index), ``"norm"`` for
+    BatchNorm/LayerNorm, else None. torch is imported here, not with the module, so reading a
+    stored layout (``zoo info``) needs no torch."""
+    from torch import nn
+
+    if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return "dense"
+    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.LayerNorm):
+        return "norm"
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,16 +100,17 @@ class ParamLayout:
         layer = -1
         for mod_name, mod in module.named_modules():
             prefix = f"{mod_name}." if mod_name else ""
-            if isinstance(mod, DENSE_MODULES):
+            kind = module_kind(mod)
+            if kind == "dense":
                 layer += 1
                 owner_role[prefix + "weight"] = ("weight", layer)
                 owner_role[prefix + "bias"] = ("bias", layer)
-            elif isinstance(mod, NORM_MODULES):
+            elif kind == "norm":
                 for p in ("weight", "bias"):
                     owner_role[prefix + p] = ("norm", max(layer, 0))
         items = []
         for name, tensor in module.state_dict().items():
-            if not torch.is_floating_point(tensor):
+            if not tensor.is_floating_point():
                 continue  # e.g. BatchNorm's num_batches_tracked: not part of the function
             role, idx = owner_role.get(name, ("other", max(_layer_of(name, owner_role), 0)))
             items.append((name, tensor.shape, role, idx))
@@ -143,6 +156,8 @@ class ParamLayout:
     def flatten(self, state_dict: Mapping[str, Tensor], *, source: str = "state_dict") -> Tensor:
         """Concatenate a state_dict's tensors into a float32 vector ``[P]``."""
         self.check(state_dict, source=source)
+        import torch
+
         parts = [state_dict[e.name].detach().reshape(-1).to(torch.float32).cpu() for e in self]
         return torch.cat(parts) if parts else torch.zeros(0)
 

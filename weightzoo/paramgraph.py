@@ -37,7 +37,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import cumsum
 
 from .errors import LayoutError, SpecError
-from .layout import DENSE_MODULES, NORM_MODULES, ParamEntry, ParamLayout
+from .layout import ParamEntry, ParamLayout, module_kind
 from .symmetry import PermutationSpec, module_symmetries
 
 CONV_MODES = ("vector", "positions")
@@ -607,13 +607,13 @@ class _ModuleReader:
                 self.plan.residual(stream, self.current, name)
         elif next(mod.children(), None) is not None:
             self._children(name, mod)
-        elif isinstance(mod, DENSE_MODULES):
+        elif module_kind(mod) == "dense":
             w = self.layout[prefix + "weight"]
             b = self.layout[prefix + "bias"] if prefix + "bias" in self.layout else None
             src = self._source(w.shape[1], not isinstance(mod, nn.Linear))
             self.layer += 1
             self.current = self.plan.dense(w, b, src, self.layer)
-        elif isinstance(mod, NORM_MODULES):
+        elif module_kind(mod) == "norm":
             entries = [e for e in self.layout if e.name.rsplit(".", 1)[0] == name]
             if entries:
                 self.plan.norm(entries, self._source(entries[0].shape[0], False))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SpecError
-from .layout import DENSE_MODULES, NORM_MODULES
+from .layout import module_kind
 
 SYMMETRIES = ("permute", "sign", "scale")
 
@@ -292,9 +292,10 @@ class _SpecBuilder:
 
     def _leaf(self, name: str, mod: nn.Module) -> None:
         prefix = f"{name}." if name else ""
-        if isinstance(mod, DENSE_MODULES):
+        kind = module_kind(mod)
+        if kind == "dense":
             self._dense(prefix, mod)
-        elif isinstance(mod, NORM_MODULES):
+        elif kind == "norm":
             self._norm(prefix, mod)
         elif module_symmetries(mod) is not None:
             self._elementwise(mod)

@@ -121,14 +121,14 @@ class MemberArchitectures:
         return [p[0] for p in pairs], [p[1] for p in pairs], ids
 
 
-def load_member(path: Path, architecture: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """``architecture`` built as an ``nn.Module`` (eval mode) holding ``state_dict``."""
-    module = archs.build_module(architecture)
-    missing, unexpected = module.load_state_dict(dict(state_dict), strict=False)
-    float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
-    if float_missing or unexpected:
-        raise StoreError(
-            f"{path}: stored layout does not match the stored architecture "
-            f"(missing {float_missing}, unexpected {unexpected})"
-        )
-    return module.eval()
+    def module(self, architecture: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+        """``architecture`` built as an ``nn.Module`` (eval mode) holding ``state_dict``."""
+        module = archs.build_module(architecture)
+        missing, unexpected = module.load_state_dict(dict(state_dict), strict=False)
+        float_missing = [k for k in missing if torch.is_floating_point(module.state_dict()[k])]
+        if float_missing or unexpected:
+            raise StoreError(
+                f"{self.path}: stored layout does not match the stored architecture "
+                f"(missing {float_missing}, unexpected {unexpected})"
+            )
+        return module.eval()

@@ -3,18 +3,21 @@ columns as bool, int64, float64 or text. Bad values are StoreErrors naming what 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...errors import StoreError
 
 
 def as_numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    """Values as numpy; a torch tensor is detached and moved to the CPU first (torch is not
+    imported for this: a tensor can exist only once it is)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
     return np.asarray(values)
 

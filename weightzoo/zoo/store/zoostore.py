@@ -11,6 +11,10 @@ Layout (HDF5 mirrors it with datasets)::
 Public member indices run over the members marked done (``store.members`` maps them to
 storage rows), so a reader opened while a writer appends sees only finished members. A store
 opened for appending holds the store's writer lock until it is closed.
+
+Opening a store and reading its attributes, columns and metrics imports no torch (``zoo info``
+starts faster than ``import torch``): torch, the architectures and the permutation spec are
+imported where parameters or members are first asked for.
 """
 
 from __future__ import annotations
@@ -22,23 +26,25 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..._fs import remove, writer_lock
 from ..._version import __version__
 from ...errors import SpecError, StoreError
 from ...layout import ParamLayout
-from ...symmetry import PermutationSpec
-from .. import archs
 from ..backends import Backend, backend_for
-from ..members import MemberArchitectures, load_member
 from ..train.numerics import NumericPath
 from .columns import as_float32, check_column_name, column_kind, column_values
 from .summary import metric_quantiles
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ...symmetry import PermutationSpec
+    from ..members import MemberArchitectures
 
 FORMAT = "weightzoo"
 FORMAT_VERSION = 2  # 2: resolved member architectures recorded ("architectures"); 1 is still read
@@ -47,6 +53,7 @@ CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per ch
 
 def _versions() -> dict[str, str]:
     import h5py
+    import torch
     import zarr
 
     return {
@@ -197,11 +204,23 @@ class ZooStore:
     def _load_attrs(self, attrs: dict) -> None:
         self.attrs = attrs
         self.layout = ParamLayout.from_dict(attrs["layout"])
-        ps = attrs.get("permutation_spec")
-        self.perm_spec = PermutationSpec.from_dict(ps) if ps else None
         self.architecture: dict | None = attrs.get("architecture")
         self.epochs: list[int] = list(attrs["epochs"])
-        self._members = MemberArchitectures(self.path, attrs, self.column)
+        self._member_archs: MemberArchitectures | None = None
+
+    @property
+    def _members(self) -> MemberArchitectures:
+        """Each member's architecture, layout and spec (made on first use: it needs torch)."""
+        if self._member_archs is None:
+            from ..members import MemberArchitectures
+
+            self._member_archs = MemberArchitectures(self.path, self.attrs, self.column)
+        return self._member_archs
+
+    @property
+    def perm_spec(self) -> PermutationSpec | None:
+        """The zoo-wide PermutationSpec (None for mixed zoos: see :meth:`member_perm_spec`)."""
+        return self._members.perm_spec
 
     # ------------------------------------------------------------ backend handle
     @property
@@ -214,6 +233,7 @@ class ZooStore:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_backend"] = None
+        state["_member_archs"] = None
         state["_lock"] = contextlib.ExitStack()  # a pickled copy (a worker's) never holds the lock
         return state
 
@@ -299,6 +319,8 @@ class ZooStore:
 
     def params(self, indices: Any = None, epoch: int | None = -1) -> torch.Tensor:
         """Flat parameters ``[n, P]`` of members at one checkpoint (``epoch=None``: ``[n, E, P]``)."""
+        import torch
+
         rows = self.rows(indices)
         if epoch is None:
             return torch.from_numpy(np.ascontiguousarray(self._read_rows("params", rows)))
@@ -348,7 +370,7 @@ class ZooStore:
 
     def model(self, i: int, epoch: int = -1) -> nn.Module:
         """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
-        return load_member(self.path, self.member_architecture(i), self.state_dict(i, epoch))
+        return self._members.module(self.member_architecture(i), self.state_dict(i, epoch))
 
     # ------------------------------------------------------------- columns
     def values(self, name: str, indices: Any = None, epoch: int | None = -1, *, what: str = "column") -> np.ndarray:
@@ -641,6 +663,9 @@ def _zoo_perm_spec(
 ) -> dict | None:
     """The zoo-wide PermutationSpec: given, else derived from the architecture; none for mixed
     zoos (see ``member_perm_spec``); only permutations when members differ in activation."""
+    from ...symmetry import PermutationSpec
+    from .. import archs
+
     if perm_spec is None and architecture is not None and not mixed_layouts:
         try:
             perm_spec = PermutationSpec.from_module(archs.build_module(architecture))

@@ -69,86 +69,60 @@ The package, one module per job:
 * :mod:`.fused`: the fused CPU kernels (C via ctypes): build, load, argument checks, :func:`~.fused.isa`;
 * :mod:`.numerics`: :class:`NumericPath`, which numeric path (kernels and their ISA or PyTorch ops, device,
   torch and :data:`TRAINER_VERSION`) trained a group, recorded in every :class:`GroupResult`.
+
+Names are imported on first use, so reading a stored :class:`NumericPath` needs no torch.
 """
 
-from .config import HPARAM_DEFAULTS, INITS, OPTIMIZERS, MemberConfig, member_config
-from .dense import DensePath, dense_blocks
-from .group import GroupResult, GroupTrainer, train_group
-from .init import init_params
-from .loop import train_member
-from .losses import per_sample_loss, predicted_class, psnr
-from .memory import (
-    AUTOGRAD_CHUNK_BYTES,
-    EVAL_BYTES,
-    EVAL_CHUNK,
-    FAST_CHUNK_BYTES,
-    MemoryModel,
-    chunk_members,
-    group_size_for,
-    memory_model,
-)
-from .network import AutogradPath, BatchedNet, check_supported, shape_input
-from .numerics import TRAINER_VERSION, NumericPath, numeric_path
-from .optim import ADAM_BETAS, ADAM_EPS, MOMENTUM, ClassOptimizer, make_optimizer
-from .randomness import (
-    dropout_factors_,
-    dropout_threshold,
-    epoch_order,
-    hash32,
-    hash32_,
-    mix,
-    permutation,
-    seed_keys,
-    step_keys,
-    subset_size,
-    training_subsets,
-)
+from ..._util.lazy import lazy_exports
 
-__all__ = [
-    "HPARAM_DEFAULTS",
-    "INITS",
-    "OPTIMIZERS",
-    "MemberConfig",
-    "member_config",
-    "DensePath",
-    "dense_blocks",
-    "GroupResult",
-    "GroupTrainer",
-    "train_group",
-    "init_params",
-    "train_member",
-    "per_sample_loss",
-    "predicted_class",
-    "psnr",
-    "AUTOGRAD_CHUNK_BYTES",
-    "EVAL_BYTES",
-    "EVAL_CHUNK",
-    "FAST_CHUNK_BYTES",
-    "MemoryModel",
-    "chunk_members",
-    "group_size_for",
-    "memory_model",
-    "AutogradPath",
-    "BatchedNet",
-    "check_supported",
-    "shape_input",
-    "TRAINER_VERSION",
-    "NumericPath",
-    "numeric_path",
-    "ADAM_BETAS",
-    "ADAM_EPS",
-    "MOMENTUM",
-    "ClassOptimizer",
-    "make_optimizer",
-    "dropout_factors_",
-    "dropout_threshold",
-    "epoch_order",
-    "hash32",
-    "hash32_",
-    "mix",
-    "permutation",
-    "seed_keys",
-    "step_keys",
-    "subset_size",
-    "training_subsets",
-]
+_EXPORTS = {
+    "HPARAM_DEFAULTS": ".config",
+    "INITS": ".config",
+    "OPTIMIZERS": ".config",
+    "MemberConfig": ".config",
+    "member_config": ".config",
+    "DensePath": ".dense",
+    "dense_blocks": ".dense",
+    "GroupResult": ".group",
+    "GroupTrainer": ".group",
+    "train_group": ".group",
+    "init_params": ".init",
+    "train_member": ".loop",
+    "per_sample_loss": ".losses",
+    "predicted_class": ".losses",
+    "psnr": ".losses",
+    "AUTOGRAD_CHUNK_BYTES": ".memory",
+    "EVAL_BYTES": ".memory",
+    "EVAL_CHUNK": ".memory",
+    "FAST_CHUNK_BYTES": ".memory",
+    "MemoryModel": ".memory",
+    "chunk_members": ".memory",
+    "group_size_for": ".memory",
+    "memory_model": ".memory",
+    "AutogradPath": ".network",
+    "BatchedNet": ".network",
+    "check_supported": ".network",
+    "shape_input": ".network",
+    "TRAINER_VERSION": ".numerics",
+    "NumericPath": ".numerics",
+    "numeric_path": ".numerics",
+    "ADAM_BETAS": ".optim",
+    "ADAM_EPS": ".optim",
+    "MOMENTUM": ".optim",
+    "ClassOptimizer": ".optim",
+    "make_optimizer": ".optim",
+    "dropout_factors_": ".randomness",
+    "dropout_threshold": ".randomness",
+    "epoch_order": ".randomness",
+    "hash32": ".randomness",
+    "hash32_": ".randomness",
+    "mix": ".randomness",
+    "permutation": ".randomness",
+    "seed_keys": ".randomness",
+    "step_keys": ".randomness",
+    "subset_size": ".randomness",
+    "training_subsets": ".randomness",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

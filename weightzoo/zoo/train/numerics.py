@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ...errors import StoreError
-from . import fused
+
+if TYPE_CHECKING:
+    import torch
 
 # Bump whenever a change alters trained parameters (as the per-member epoch data order did), so zoos
 # trained before and after it are told apart.
@@ -66,6 +66,8 @@ def _kernel_words(kernels: str) -> str:
 
 def _gpu_kernels() -> str:
     """PyTorch ops on a GPU, with the CUDA (or ROCm) version they run on."""
+    import torch
+
     if torch.version.cuda:
         return f"torch (cuda {torch.version.cuda})"
     hip = getattr(torch.version, "hip", None)
@@ -74,7 +76,12 @@ def _gpu_kernels() -> str:
 
 def numeric_path(device: str | torch.device = "cpu") -> NumericPath:
     """The path this process trains on for ``device``: the fused kernels' ISA on CPU where they are
-    available (see :func:`fused.isa`), else PyTorch ops."""
+    available (see :func:`fused.isa`), else PyTorch ops. (torch and the kernels are imported here,
+    so that a store can read a recorded path without them.)"""
+    import torch
+
+    from . import fused
+
     kind = torch.device(device).type
     if kind == "cuda":
         kernels = _gpu_kernels()
