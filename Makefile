@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(PY) benchmarks/imports.py --quick
 	$(PY) benchmarks/store.py --quick
 	$(PY) benchmarks/train.py --quick
 	$(PY) benchmarks/metanets.py --quick

@@ -349,6 +349,7 @@ import pathlib, sys, time
 import weightzoo.zoo.build  # imported before the signal, so the build starts the moment it comes
 from weightzoo.cli import main
 trigger = pathlib.Path(sys.argv[1])
+trigger.with_suffix(".ready").touch()
 while not trigger.exists():
     time.sleep(0.005)
 sys.exit(main(sys.argv[2:]))
@@ -359,13 +360,14 @@ def test_a_second_build_into_the_same_store_is_refused(tmp_path, reference):
     out = tmp_path / "z.zarr"
     cmd = spec_command(tmp_path, out)
     trigger = tmp_path / "go"
-    second = subprocess.Popen([sys.executable, "-c", WAITER, str(trigger), *cmd[3:]], stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen([sys.executable, "-c", WAITER, str(trigger), *cmd[3:]], stderr=subprocess.PIPE)
+    wait_for(trigger.with_suffix(".ready").exists, second)  # imported and waiting
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for(lambda: lock_path(out).exists() and out.exists(), first)
     trigger.touch()  # the second build starts while the first is training
     assert second.wait(timeout=120) == 2
     assert first.poll() is None  # still building: the refusal came while it held the store
-    assert second.stderr.read().strip() == (
+    assert second.stderr.read().decode().strip() == (
         f"error: {out}: another weightzoo process (pid {first.pid}) is writing this store; "
         "wait for it to finish, or stop it and run the command again"
     )

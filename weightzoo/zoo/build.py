@@ -289,7 +289,7 @@ def _build_into(
     zoo = _open_or_create(spec, out, overwrite)
     try:
         if executor == "local" and zoo.numerics is not None:
-            zoo.check_numerics(numeric_path(device), allow_mixed=allow_mixed)  # before any training
+            _check_numerics(zoo, numeric_path(device), allow_mixed)  # before any training
         task = load_task(spec.task, **spec.task_options)
         done = set(zoo.members.tolist())
         todo = [g for g in plan_groups(spec, memory_bytes) if not done.issuperset(g.members)]
@@ -303,7 +303,7 @@ def _build_into(
         for group, result in results:
             positions = [p for p, m in enumerate(group.members) if m not in done]
             rows = [group.members[p] for p in positions]
-            zoo.check_numerics(NumericPath.from_dict(result.numerics), allow_mixed=allow_mixed)
+            _check_numerics(zoo, NumericPath.from_dict(result.numerics), allow_mixed)
             _store_group(zoo, rows, group, positions, result, task)
             bar.update(len(rows))
             if on_group is not None:
@@ -312,6 +312,24 @@ def _build_into(
         return BuildReport(out, spec.members, remaining, len(done), time.perf_counter() - start)
     finally:
         zoo.close()
+
+
+def _check_numerics(zoo: ZooStore, path: NumericPath, allow_mixed: bool) -> None:
+    """Refuse members trained on another numeric path than the zoo's (the same spec would give
+    other parameters) unless ``allow_mixed``; then every contributing path is listed in
+    ``numerics_mixed``. The first members a zoo gets record its path."""
+    own = zoo.numerics
+    if own is None:
+        zoo.update_attrs(numerics=path.to_dict())
+    elif own != path and not allow_mixed:
+        raise StoreError(
+            f"{zoo.path}: its members were trained on [{own}], this process trains on [{path}]; the same spec "
+            "would give other parameters. Resume where it was built, or pass --allow-mixed-numerics"
+        )
+    elif own != path:
+        mixed = list(zoo.attrs.get("numerics_mixed") or [own.to_dict()])
+        if path.to_dict() not in mixed:
+            zoo.update_attrs(numerics_mixed=[*mixed, path.to_dict()])
 
 
 def _store_group(

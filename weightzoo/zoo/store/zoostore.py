@@ -144,7 +144,7 @@ class ZooStore:
         With ``mixed_layouts`` members differ in shape (per-member architecture arguments such
         as width): ``layout`` is the largest member's, each row holds its member's own flat
         vector zero-padded to that size, and :meth:`member_layout` gives each member's layout.
-        ``numerics`` is the numeric path that trains the members (see :meth:`check_numerics`).
+        ``numerics`` is the numeric path that trains the members (builds refuse to mix paths).
         Params are chunked along members (``chunk_members``, default ~4 MiB per chunk, fewer
         when ``expected_members`` says the zoo is smaller); ``capacity`` reserves rows.
         """
@@ -545,24 +545,6 @@ class ZooStore:
         """The numeric path that trained the members (None for imported zoos)."""
         data = self.attrs.get("numerics")
         return NumericPath.from_dict(data) if data else None
-
-    def check_numerics(self, path: NumericPath, *, allow_mixed: bool = False) -> None:
-        """Refuse members trained on another numeric path than the zoo's, unless ``allow_mixed``
-        (then every path that contributed is listed in ``numerics_mixed``)."""
-        own = self.numerics
-        if own is None:
-            self.update_attrs(numerics=path.to_dict())
-            return
-        if own == path:
-            return
-        if not allow_mixed:
-            raise StoreError(
-                f"{self.path}: its members were trained on [{own}], this process trains on [{path}]; the same spec "
-                "would give other parameters. Resume where it was built, or pass --allow-mixed-numerics"
-            )
-        mixed = list(self.attrs.get("numerics_mixed") or [own.to_dict()])
-        if path.to_dict() not in mixed:
-            self.update_attrs(numerics_mixed=[*mixed, path.to_dict()])
 
     # ------------------------------------------------------------ raw blocks (copies and conversions)
     def array_names(self) -> list[str]:

@@ -11,6 +11,11 @@ from .config import MemberConfig
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+# The private torch ops the trainer calls (here and in dense.py) and the torch release that has them
+# all: _fused_adam_ takes CPU tensors since 2.4 (pytorch#123074); _foreach_add_ and _softmax are older.
+# pyproject's torch floor is this version (a test checks both).
+PRIVATE_TORCH_OPS = ("_fused_adam_", "_foreach_add_", "_softmax")
+TORCH_FLOOR = "2.4"
 
 
 class _RunState:
