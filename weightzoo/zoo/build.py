@@ -239,19 +239,19 @@ def build_zoo(
     Members trained on another numeric path than the zoo's first ones (a resume on another
     machine or torch, a Dask worker that differs) are refused unless ``allow_mixed_numerics``.
     """
-    spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
-    if members is not None:
-        spec = spec.with_members(members)
     if executor not in ("local", "dask"):
         raise SpecError(f"unknown executor {executor!r}; valid: local, dask")
     out = Path(out)
-    run = functools.partial(
-        _build_into, spec, overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
-        device=device, memory_bytes=memory_bytes, progress=progress, on_group=on_group,
-        allow_mixed=allow_mixed_numerics,
-    )  # fmt: skip
-    backend = backend_for(out)
-    with writer_lock(out):
+    with writer_lock(out):  # first: a second build is refused at once, not after loading its task
+        spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
+        if members is not None:
+            spec = spec.with_members(members)
+        backend = backend_for(out)
+        run = functools.partial(
+            _build_into, spec, overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
+            device=device, memory_bytes=memory_bytes, progress=progress, on_group=on_group,
+            allow_mixed=allow_mixed_numerics,
+        )  # fmt: skip
         return run(out) if backend is ZarrBackend else _build_hdf5(spec, out, overwrite, run)
 
 

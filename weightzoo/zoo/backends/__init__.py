@@ -22,6 +22,7 @@ FORMATS: dict[str, tuple[type[Backend], tuple[str, ...]]] = {
 }
 ALIASES = {"h5": "hdf5"}
 STORE_SUFFIXES = tuple(s for _, suffixes in FORMATS.values() for s in suffixes)
+DIRECTORY_SUFFIXES = tuple(s for cls, suffixes in FORMATS.values() if cls.directory for s in suffixes)
 
 
 def backend_for(path: str | os.PathLike) -> type[Backend]:
@@ -54,6 +55,7 @@ def resolve_store_path(out: str | os.PathLike, backend: str | None = None) -> Pa
 __all__ = [
     "ATTRS_KEY",
     "COLUMN_CHUNK",
+    "DIRECTORY_SUFFIXES",
     "FORMATS",
     "STORE_SUFFIXES",
     "ZARR_CONFIG",

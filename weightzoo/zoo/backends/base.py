@@ -26,6 +26,7 @@ class Backend(abc.ABC):
     one-line errors, chunk iteration and the file listing are shared."""
 
     name: str = ""
+    directory: bool = False  # a store is a folder of files (else one file)
 
     def __init__(self, path: Path, mode: str) -> None:
         self.path, self.mode = path, mode

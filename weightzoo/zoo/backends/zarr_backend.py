@@ -36,6 +36,7 @@ def _new_array(group, name: str, shape, chunks, dtype, fill, shards=None):
 
 class ZarrBackend(Backend):
     name = "zarr"
+    directory = True
 
     def __init__(self, path: Path, mode: str) -> None:
         import zarr

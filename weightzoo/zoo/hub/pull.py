@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..._fs import ensure_writable
 from ...errors import HubError
-from ..backends import STORE_SUFFIXES
+from ..backends import DIRECTORY_SUFFIXES, STORE_SUFFIXES
 from ..store import ZooStore, staged_store
 from .card import CARD
 from .errors import hub_errors
@@ -46,7 +46,7 @@ def _download(
     returns the snapshot folder and the manifest."""
     from huggingface_hub import snapshot_download
 
-    patterns = [MANIFEST, CARD, *(f"*{s}/**" if s == ".zarr" else f"*{s}" for s in STORE_SUFFIXES)]
+    patterns = [MANIFEST, CARD, *(f"*{s}/**" if s in DIRECTORY_SUFFIXES else f"*{s}" for s in STORE_SUFFIXES)]
     with hub_errors("pull", repo_id, revision), progress_bars(progress):
         folder = snapshot_download(
             repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns,

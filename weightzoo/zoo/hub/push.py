@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..backends import STORE_SUFFIXES
+from ..backends import DIRECTORY_SUFFIXES, STORE_SUFFIXES
 from ..store import ZooStore
 from .card import CARD, dataset_card
 from .errors import hub_errors
@@ -68,7 +68,7 @@ def _is_store_path(repo_path: str) -> bool:
     """Whether a repo path belongs to a store (``*.zarr/...``, ``*.h5``, ``*.hdf5`` at the top level)."""
     top, _, rest = repo_path.partition("/")
     suffix = Path(top).suffix
-    return suffix == ".zarr" if rest else suffix in STORE_SUFFIXES and suffix != ".zarr"
+    return suffix in DIRECTORY_SUFFIXES if rest else suffix in STORE_SUFFIXES and suffix not in DIRECTORY_SUFFIXES
 
 
 def _batches(paths: list[str], sizes: dict[str, int]) -> Iterator[list[str]]:
