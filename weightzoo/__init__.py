@@ -15,6 +15,7 @@ _EXPORTS = {
     "WeightSpace": ".weightspace",
     "ZooStore": ".zoo.store",
     "open_zoo": ".zoo.opener",
+    "evaluate": ".zoo.evaluate",
     "build_zoo": ".zoo.build",
     "import_zoo": ".zoo.importers",
     "convert_zoo": ".zoo.transfer",

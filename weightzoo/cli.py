@@ -66,6 +66,60 @@ def zoo_verify(path: str = typer.Argument(..., help=ZOO_ARG)) -> None:
     raise typer.Exit(1)
 
 
+def _member_list(text: str, count: int) -> list[int]:
+    """``--members``: ``all``, or indices and ranges like ``0,3,10-19``."""
+    from .errors import SpecError
+
+    if text == "all":
+        return list(range(count))
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise SpecError(f"--members {text!r}: write all, or indices and ranges like 0,3,10-19") from None
+    bad = [i for i in out if not 0 <= i < count]
+    if bad:
+        raise SpecError(f"--members {text!r}: member {bad[0]} is out of range; the zoo has {count} members")
+    return out
+
+
+@zoo_app.command("eval")
+def zoo_eval(
+    path: str = typer.Argument(..., help=ZOO_ARG),
+    members: str = typer.Option("all", "--members", help="all, or indices and ranges like 0,3,10-19"),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="a state_dict file (.safetensors, .pt) of the members' architecture to evaluate "
+        "on each member's task (default: each member's stored weights)"
+    ),
+    epoch: int = typer.Option(-1, "--checkpoint", help="stored checkpoint to evaluate (-1: the last)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """Evaluate weights on members' tasks: the metrics the builder records (loss, accuracy or PSNR)."""
+    import numpy as np
+
+    from .zoo.importers.state_dicts import load_flat
+    from .zoo.opener import open_zoo
+
+    with open_zoo(path) as zoo:
+        idx = _member_list(members, len(zoo))
+        if weights is None:
+            params = zoo.params(idx, epoch)
+        else:
+            flat = load_flat(weights, zoo.member_layout(idx[0]))
+            params = np.zeros((1, zoo.layout.size), dtype=np.float32)  # padded where members differ in size
+            params[0, : flat.numel()] = flat.numpy()
+        metrics = zoo.evaluate(params, idx)
+    if as_json:
+        typer.echo(json.dumps({"members": idx, "metrics": {k: v.tolist() for k, v in metrics.items()}}))
+        return
+    names = list(metrics)
+    typer.echo(f"{'member':>8}" + "".join(f"{n:>12}" for n in names))
+    for row, i in enumerate(idx):
+        typer.echo(f"{i:>8}" + "".join(f"{metrics[n][row]:>12.4g}" for n in names))
+
+
 @zoo_app.command("import")
 def zoo_import(
     src: Path,

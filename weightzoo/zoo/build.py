@@ -26,10 +26,12 @@ from .._fs import remove, writer_lock
 from ..errors import SpecError, StoreError, WeightZooError
 from . import archs
 from .backends import ZarrBackend, backend_for
+from .finetune import base_rows, resolve_bases
 from .spec import ZooSpec, load_spec
 from .store import ZooStore, staged_store
 from .tasks import load_task
 from .train.numerics import NumericPath, numeric_path
+from .train.variants import TaskVariant
 from .transfer import convert_zoo
 
 DEFAULT_MEMORY = 2 << 30  # bytes a training group may use
@@ -66,7 +68,8 @@ class BuildReport:
 
 
 def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[GroupPlan]:
-    """Split the members into training groups; deterministic in the spec (and the budget)."""
+    """Split the members into training groups (one architecture, optimizer and input variant each);
+    deterministic in the spec (and the budget)."""
     from .train import group_size_for
 
     task = load_task(spec.task, **spec.task_options)
@@ -75,7 +78,8 @@ def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[Group
     arch_of: dict[str, dict] = {}
     for i, hp in enumerate(hparams):
         arch = spec.member_architecture(hp)
-        key = json.dumps([arch, hp.get("optimizer")], sort_keys=True)
+        inputs = TaskVariant.from_hparams(hp).input_key  # members sharing inputs train together
+        key = json.dumps([arch, hp.get("optimizer"), inputs], sort_keys=True)
         arch_of[key] = arch
         by_key.setdefault(key, []).append(i)
     groups = []
@@ -91,10 +95,13 @@ def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[Group
 
 def train_planned(job: dict, group: GroupPlan, device: str = "cpu"):
     """Train one planned group (runs in this process or on a Dask worker); ``job`` is
-    :func:`_job` of the spec: plain data, cheap to ship to workers."""
+    :func:`_job` of the spec and the zoo: plain data, cheap to ship to workers."""
     from .train import train_group
 
     task = load_task(job["task"], **job["task_options"])
+    init = None
+    if job["base_rows"] is not None:  # fine-tuning: each member starts from its base
+        init = torch.from_numpy(job["base_rows"][base_rows(group.hparams, job["base_members"])])
     return train_group(
         group.architecture,
         task,
@@ -103,21 +110,22 @@ def train_planned(job: dict, group: GroupPlan, device: str = "cpu"):
         checkpoint_epochs=job["checkpoint_epochs"],
         batch_size=job["batch_size"],
         device=device,
+        init=init,
     )
 
 
 # -------------------------------------------------------------------- executors
 
 
-def run_local(spec: ZooSpec, groups: list[GroupPlan], device: str) -> Iterator[tuple[GroupPlan, Any]]:
+def run_local(spec: ZooSpec, groups: list[GroupPlan], device: str, zoo: ZooStore) -> Iterator[tuple[GroupPlan, Any]]:
     """Train groups one after another in this process."""
-    job = _job(spec)
+    job = _job(spec, zoo)
     for g in groups:
         yield g, train_planned(job, g, device)
 
 
 def run_dask(
-    spec: ZooSpec, groups: list[GroupPlan], *, scheduler: str | None, workers: int | None
+    spec: ZooSpec, groups: list[GroupPlan], zoo: ZooStore, *, scheduler: str | None, workers: int | None
 ) -> Iterator[tuple[GroupPlan, Any]]:
     """Train groups on Dask workers; results come back here, where the one writer stores them."""
     try:
@@ -136,7 +144,7 @@ def run_dask(
             f"cannot reach Dask scheduler {scheduler!r} ({exc}); check the address and that it runs"
         ) from None
     try:
-        job = _job(spec)
+        job = _job(spec, zoo)
         futures = {client.submit(train_planned, job, g, pure=False): g for g in groups}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
@@ -146,22 +154,27 @@ def run_dask(
             cluster.close()
 
 
-def _job(spec: ZooSpec) -> dict:
-    """What a worker needs to train any group of ``spec``."""
+def _job(spec: ZooSpec, zoo: ZooStore) -> dict:
+    """What a worker needs to train any group of ``spec`` into ``zoo``: the training budget and, for a
+    fine-tuned zoo, the stored base rows (read from the zoo, so a resumed build starts from them too)."""
+    base = zoo.attrs.get("base") or {}
     return {
         "task": spec.task,
         "task_options": dict(spec.task_options),
         "epochs": spec.epochs,
         "checkpoint_epochs": list(spec.checkpoint_epochs),
         "batch_size": spec.batch_size,
+        "base_rows": zoo.base_params().numpy().reshape(len(base["members"]), -1) if base else None,
+        "base_members": base.get("members"),
     }
 
 
 # -------------------------------------------------------------------- the build
 
 
-def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
-    """Open the store of this spec for appending, creating it (atomically) if needed."""
+def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool, device: str) -> ZooStore:
+    """Open the store of this spec for appending, creating it (atomically, with the base weights of
+    a fine-tuning spec) if needed."""
     if out.exists() and not overwrite:
         zoo = ZooStore(out, "a")
         try:
@@ -170,12 +183,15 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
             zoo.close()
             raise
         return zoo
-    hparams = (spec.member_hparams(i) for i in range(spec.members))
+    hparams = [spec.member_hparams(i) for i in range(spec.members)]
     archs_seen = {json.dumps(spec.member_architecture(hp), sort_keys=True) for hp in hparams}
     layouts = sorted({archs.describe(json.loads(a))[1] for a in archs_seen}, key=lambda lay: lay.size)
+    if spec.fine_tuned and len(layouts) > 1:
+        raise SpecError(f"spec {spec.name!r}: fine-tuned members must share one layout; they have {len(layouts)}")
     task = load_task(spec.task, **spec.task_options)
+    bases = resolve_bases(spec, hparams, device) if spec.fine_tuned else None  # before anything is written
     with staged_store(out, overwrite=True) as tmp:
-        ZooStore.create(
+        store = ZooStore.create(
             tmp,
             layouts[-1],  # the largest: every member's flat vector fits in its rows
             lock=False,
@@ -187,7 +203,10 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool) -> ZooStore:
             capacity=spec.members,
             expected_members=spec.members,
             mixed_layouts=len(layouts) > 1,
-        ).close()
+        )
+        with store:
+            if bases is not None:
+                store.set_base(bases.params, bases.source)
     return ZooStore(out, "a")
 
 
@@ -286,7 +305,7 @@ def _build_into(
 ) -> BuildReport:
     """The build loop proper, into a store that survives being killed (Zarr)."""
     start = time.perf_counter()
-    zoo = _open_or_create(spec, out, overwrite)
+    zoo = _open_or_create(spec, out, overwrite, device)
     try:
         if executor == "local" and zoo.numerics is not None:
             _check_numerics(zoo, numeric_path(device), allow_mixed)  # before any training
@@ -296,9 +315,9 @@ def _build_into(
         remaining = sum(1 for g in todo for m in g.members if m not in done)
         bar = tqdm(total=spec.members, initial=len(done), unit="member", desc=spec.name, disable=not progress)
         results: Iterable = (
-            run_local(spec, todo, device)
+            run_local(spec, todo, device, zoo)
             if executor == "local"
-            else run_dask(spec, todo, scheduler=scheduler, workers=workers)
+            else run_dask(spec, todo, zoo, scheduler=scheduler, workers=workers)
         )
         for group, result in results:
             positions = [p for p, m in enumerate(group.members) if m not in done]

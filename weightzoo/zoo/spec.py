@@ -39,6 +39,10 @@ import yaml
 from ..errors import SpecError
 from . import archs
 from .tasks import TASKS
+from .train.config import BASE_MEMBER, member_config
+from .train.variants import PREFIX as VARIANT_PREFIX
+from .train.variants import VARIANT_KEYS, is_variant_key, member_variant
+from .train.variants import resolve as resolve_variant
 
 TRAIN_HPARAMS = ("seed", "optimizer", "lr", "weight_decay", "dropout", "init", "init_scale", "train_fraction")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
@@ -55,6 +59,8 @@ SPEC_KEYS = (
     "hparams",
     "grid",
     "group_size",
+    "base",
+    "pretrain",
 )
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -80,6 +86,27 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class BaseSpec:
+    """Members start from a trained member of another zoo (path or ``hf://`` URL) at checkpoint
+    ``epoch``: ``member`` for all of them, or each its own (the hyperparameter ``base.member``)."""
+
+    zoo: str
+    member: int | None = None
+    epoch: int = -1
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """One base member trained first, with the spec's architecture, then every member fine-tunes it."""
+
+    task: str
+    task_options: dict
+    epochs: int
+    batch_size: int
+    hparams: dict
+
+
+@dataclass(frozen=True)
 class ZooSpec:
     """A validated zoo specification (see the module docstring for the YAML form)."""
 
@@ -97,13 +124,31 @@ class ZooSpec:
     views: int = 1
     group_size: int | None = None
     description: str = ""
+    base: BaseSpec | None = None
+    pretrain: PretrainSpec | None = None
+
+    @property
+    def fine_tuned(self) -> bool:
+        """Whether members start from trained weights (``base`` or ``pretrain``) instead of an init."""
+        return self.base is not None or self.pretrain is not None
 
     # ------------------------------------------------------------ members
     @property
     def arch_hparams(self) -> list[str]:
         """Hyperparameters that change the architecture (arguments of its family)."""
         names = set(self.hparams) | set(self.grid)
-        return sorted(n for n in names if n not in TRAIN_HPARAMS)
+        return sorted(n for n in names if n not in (*TRAIN_HPARAMS, BASE_MEMBER) and not is_variant_key(n))
+
+    @property
+    def variant_hparams(self) -> list[str]:
+        """Hyperparameters that vary the task per member (``task.*``, see ``zoo.train.variants``)."""
+        return sorted(n for n in set(self.hparams) | set(self.grid) if is_variant_key(n))
+
+    def load_task(self):
+        """The spec's task (cached per process)."""
+        from .tasks import load_task
+
+        return load_task(self.task, **self.task_options)
 
     def member_hparams(self, i: int) -> dict[str, Any]:
         """Hyperparameters of member ``i``: grid cell, then draws from a ``(seed, i)`` generator."""
@@ -116,13 +161,13 @@ class ZooSpec:
             hp.update(zip(sorted(self.grid), cells[i % len(cells)]))
         if self.views > 1 or self.per_member_task:
             hp["target"] = i // self.views
+        if self.variant_hparams:
+            hp = resolve_variant(hp, rng, self.load_task().out_features)
         return hp
 
     @property
     def per_member_task(self) -> bool:
-        from .tasks import load_task
-
-        return load_task(self.task, **self.task_options).per_member
+        return self.load_task().per_member
 
     def member_architecture(self, hp: Mapping[str, Any]) -> dict:
         overrides = {k: hp[k] for k in self.arch_hparams}
@@ -135,6 +180,9 @@ class ZooSpec:
         d["hparams"] = {k: {v.kind: list(v.values)} for k, v in self.hparams.items()}
         d["grid"] = {k: list(v) for k, v in self.grid.items()}
         d["checkpoint_epochs"] = list(self.checkpoint_epochs)
+        for key in ("base", "pretrain"):  # absent, not null: fingerprints of other specs stay as they were
+            if d[key] is None:
+                del d[key]
         return json.loads(json.dumps(d))
 
     def fingerprint(self) -> str:
@@ -235,10 +283,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> ZooSpec:
         views=views,
         group_size=None if data.get("group_size") is None else _int(source, data, "group_size"),
         description=str(data.get("description", "")),
+        base=_parse_base(source, data.get("base")),
+        pretrain=_parse_pretrain(source, data.get("pretrain"), task, task_options, data),
     )
+    _check_fine_tuning(source, spec)
     _check_hparam_names(source, spec)
     members = _parse_members(source, data["members"], task, task_options, views)
     spec = spec.with_members(members)
+    _check_variants(source, spec)  # first: member draws below resolve the variants
     _check_architectures(source, spec)
     return spec
 
@@ -257,6 +309,57 @@ def _parse_task(source: str, value: Any) -> tuple[str, dict, int]:
     if isinstance(views, bool) or not isinstance(views, int) or views < 1:
         raise _fail(source, "task.views", f"must be a positive integer, got {views!r}")
     return name, options, views
+
+
+def _parse_base(source: str, value: Any) -> BaseSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("zoo"), str) or not value["zoo"]:
+        raise _fail(source, "base", f"must be a mapping with 'zoo' (a path or hf:// URL), got {value!r}")
+    extra = sorted(set(value) - {"zoo", "member", "epoch"})
+    if extra:
+        raise _fail(source, "base", f"has unknown field(s) {extra}; valid: zoo, member, epoch")
+    member = value.get("member")
+    if member is not None and (isinstance(member, bool) or not isinstance(member, int) or member < 0):
+        raise _fail(source, "base.member", f"must be a member index >= 0, got {member!r}")
+    epoch = value.get("epoch", -1)
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise _fail(source, "base.epoch", f"must be a checkpoint epoch (negative: from the last), got {epoch!r}")
+    return BaseSpec(value["zoo"], member, epoch)
+
+
+def _parse_pretrain(source: str, value: Any, task: str, options: dict, data: Mapping) -> PretrainSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail(source, "pretrain", f"must be a mapping (task, epochs, batch_size, hparams), got {value!r}")
+    extra = sorted(set(value) - {"task", "epochs", "batch_size", "hparams"})
+    if extra:
+        raise _fail(source, "pretrain", f"has unknown field(s) {extra}; valid: task, epochs, batch_size, hparams")
+    if "task" in value:
+        task, options, _ = _parse_task(f"{source} pretrain", value["task"])
+    hparams = value.get("hparams") or {}
+    if not isinstance(hparams, Mapping) or any(isinstance(v, Mapping | list) for v in hparams.values()):
+        raise _fail(source, "pretrain.hparams", "must map hyperparameters to single values (one base is trained)")
+    hparams = {"seed": _int(source, data, "seed", 0, minimum=0), **hparams}
+    try:
+        member_config(hparams)
+    except SpecError as exc:
+        raise _fail(source, "pretrain.hparams", str(exc).removeprefix("hparams: ")) from None
+    batch = _int(source, value, "batch_size", data.get("batch_size", 128))
+    return PretrainSpec(task, dict(options), _int(source, value, "epochs"), batch, dict(hparams))
+
+
+def _check_fine_tuning(source: str, spec: ZooSpec) -> None:
+    """``base`` or ``pretrain``, not both; a base member for all, or ``base.member`` per member."""
+    per_member = BASE_MEMBER in spec.hparams or BASE_MEMBER in spec.grid
+    if spec.base is not None and spec.pretrain is not None:
+        raise _fail(source, "pretrain", "and 'base' both give the members' starting point; keep one")
+    if spec.base is None and per_member:
+        raise _fail(source, f"hparams.{BASE_MEMBER}", "needs a 'base' zoo to pick members from")
+    if spec.base is not None and (spec.base.member is None) == (not per_member):
+        one_of = f"base.member (one for all) or the hyperparameter {BASE_MEMBER}"
+        raise _fail(source, "base", f"needs exactly one of {one_of}")
 
 
 def _parse_architecture(source: str, value: Any) -> dict:
@@ -278,7 +381,7 @@ def _parse_architecture(source: str, value: Any) -> dict:
 def _parse_distribution(source: str, name: str, value: Any) -> Distribution:
     fld = f"hparams.{name}"
     if not isinstance(value, Mapping):
-        if isinstance(value, list):
+        if isinstance(value, list) and not is_variant_key(name):  # a variant's value may be a list (classes)
             raise _fail(source, fld, "is a list; write {choice: [...]} for a choice or put it under 'grid'")
         return Distribution("const", (value,))
     if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
@@ -316,10 +419,13 @@ def _check_hparam_names(source: str, spec: ZooSpec) -> None:
     if "target" in spec.hparams or "target" in spec.grid:
         raise _fail(source, "hparams.target", "is set by the task (one member per target); remove it")
     family_args = set(inspect.signature(archs.FAMILIES[spec.architecture["family"]]).parameters)
-    valid = sorted(set(TRAIN_HPARAMS) | family_args)
+    valid = sorted(set(TRAIN_HPARAMS) | family_args | {BASE_MEMBER})
+    variants = [VARIANT_PREFIX + k for k in VARIANT_KEYS]
     for name in [*spec.hparams, *spec.grid]:
-        if name not in valid:
-            raise SpecError(f"{source}: unknown hyperparameter {name!r}; valid: {valid}")
+        if is_variant_key(name) and name not in variants:
+            raise SpecError(f"{source}: unknown task variant {name!r}; valid: {', '.join(variants)}")
+        if name not in valid and not is_variant_key(name):
+            raise SpecError(f"{source}: unknown hyperparameter {name!r}; valid: {valid} (and task.* variants)")
 
 
 def _parse_members(source: str, value: Any, task: str, options: dict, views: int) -> int:
@@ -349,6 +455,22 @@ def _candidate_values(dist: Distribution | tuple) -> tuple:
     if isinstance(dist, tuple):
         return dist  # a grid
     return dist.values
+
+
+def _check_variants(source: str, spec: ZooSpec) -> None:
+    """Every task variant the space can produce must fit the task (classes it has, an image shape
+    for rotations, a classification task for label changes, ...)."""
+    if not spec.variant_hparams:
+        return
+    task = spec.load_task()
+    spaces = {**spec.hparams, **spec.grid}
+    for name in spec.variant_hparams:
+        for value in _candidate_values(spaces[name]):
+            try:
+                hp = resolve_variant({name: value}, np.random.default_rng(0), task.out_features)
+                member_variant(hp, task)
+            except SpecError as exc:
+                raise SpecError(f"{source}: {str(exc).removeprefix('hparams: ')}") from None
 
 
 def _check_architectures(source: str, spec: ZooSpec) -> None:

@@ -62,8 +62,11 @@ class Backend(abc.ABC):
         """Members per chunk of array ``name``."""
 
     @abc.abstractmethod
-    def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None:
-        """A new per-member array (``dtype`` ``str`` for text), filled so every chunk exists."""
+    def create_column(
+        self, name: str, dtype: Any, tail: tuple[int, ...], rows: int, chunk: int = COLUMN_CHUNK
+    ) -> None:
+        """A new array of ``rows`` rows (``dtype`` ``str`` for text) in chunks of ``chunk`` rows, filled
+        so every chunk exists."""
 
     @abc.abstractmethod
     def resize(self, name: str, rows: int) -> None:

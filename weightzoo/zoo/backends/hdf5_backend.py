@@ -68,9 +68,11 @@ class HDF5Backend(Backend):
     def chunk_rows(self, name: str) -> int:
         return self.file[name].chunks[0]
 
-    def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None:
+    def create_column(
+        self, name: str, dtype: Any, tail: tuple[int, ...], rows: int, chunk: int = COLUMN_CHUNK
+    ) -> None:
         fill = None if dtype is str else (np.nan if np.dtype(dtype).kind == "f" else 0)
-        _new_dataset(self.file, name, (rows, *tail), (COLUMN_CHUNK, *tail), dtype, fill)
+        _new_dataset(self.file, name, (rows, *tail), (chunk, *tail), dtype, fill)
         self.fill(name, 0, rows)
 
     def resize(self, name: str, rows: int) -> None:

@@ -88,9 +88,11 @@ class ZarrBackend(Backend):
     def chunk_rows(self, name: str) -> int:
         return self._array(name).chunks[0]
 
-    def create_column(self, name: str, dtype: Any, tail: tuple[int, ...], rows: int) -> None:
+    def create_column(
+        self, name: str, dtype: Any, tail: tuple[int, ...], rows: int, chunk: int = COLUMN_CHUNK
+    ) -> None:
         fill = "" if dtype is str else (np.nan if np.dtype(dtype).kind == "f" else 0)
-        self._arrays[name] = _new_array(self.group, name, (rows, *tail), (COLUMN_CHUNK, *tail), dtype, fill)
+        self._arrays[name] = _new_array(self.group, name, (rows, *tail), (chunk, *tail), dtype, fill)
         self.fill(name, 0, rows)
 
     def resize(self, name: str, rows: int) -> None:

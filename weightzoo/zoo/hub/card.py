@@ -58,8 +58,12 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
         f"- members: {len(zoo):,} done of {summary['members_total']:,}",
         f"- hyperparameters: {', '.join(summary['hparams']) or '-'}",
         f"- size: {summary['size_on_disk_bytes']:,} bytes ({summary['backend']})",
-        "",
     ]
+    if summary.get("variants"):
+        lines.append(f"- task variants: {', '.join(f'`{k}` ({n} distinct)' for k, n in summary['variants'].items())}")
+    if summary.get("base"):
+        lines.append(f"- fine-tuned from {summary['base']} (`zoo.base_params()`, `zoo.task_vectors()`)")
+    lines.append("")
     if summary["metric_quantiles"]:
         lines += ["## Metrics (last checkpoint)", "", "| metric | min | q25 | median | q75 | max |", "|---" * 6 + "|"]
         for metric, q in summary["metric_quantiles"].items():

@@ -54,6 +54,21 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return floats
 
 
+def load_flat(path: str | Path, layout: ParamLayout) -> torch.Tensor:
+    """The parameters ``[P]`` of one state_dict file (``.safetensors`` or ``.pt``/``.pth``, never
+    unpickled) in ``layout``'s order; one-line errors name the file and what does not fit."""
+    path = Path(path)
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise ImportFormatError(f"{path}: weights are read from {'/'.join(STATE_DICT_SUFFIXES)} state_dict files")
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: no such file")
+    try:
+        state = read_state_dict(path)
+    except Skip as exc:
+        raise ImportFormatError(f"{path}: {exc}") from None
+    return layout.flatten(state, source=str(path))
+
+
 def _module_order(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Tensors in module order: safetensors files do not keep the state_dict's key order, so
     sort by module path (numbers numerically) and put each module's weight before its bias."""

@@ -20,6 +20,20 @@ def metric_quantiles(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, floa
     return out
 
 
+def describe_base(base: dict[str, Any] | None) -> str | None:
+    """A fine-tuned zoo's base in a line: the pretraining run, or the base zoo's members."""
+    if not base:
+        return None
+    pre = base.get("pretrain")
+    if pre:
+        acc = pre.get("metrics", {}).get("test_acc")
+        score = f", test accuracy {acc:.3f}" if acc is not None else ""
+        return f"one base pretrained on {pre['task']} for {pre['epochs']} epochs{score}"
+    members = base.get("members", [])
+    shown = ", ".join(map(str, members[:8])) + (", ..." if len(members) > 8 else "")
+    return f"member{'s' if len(members) > 1 else ''} {shown} of {base.get('zoo')} at epoch {base.get('epoch')}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -41,6 +55,10 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     if s.get("numerics"):
         lines.append(f"trained on     {s['numerics']}")
+    if s.get("variants"):
+        lines.append("task variants  " + ", ".join(f"{k} ({n} distinct)" for k, n in s["variants"].items()))
+    if s.get("base"):
+        lines.append(f"fine-tuned     from {s['base']}")
     if s["metric_quantiles"]:
         lines.append(f"{'metric (last checkpoint)':<26}" + "".join(f"{q:>11}" for q, _ in QUANTILES))
         for name, q in s["metric_quantiles"].items():

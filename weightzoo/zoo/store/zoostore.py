@@ -35,9 +35,10 @@ from ..._version import __version__
 from ...errors import SpecError, StoreError
 from ...layout import ParamLayout
 from ..backends import Backend, backend_for
+from ..train.config import BASE_MEMBER
 from ..train.numerics import NumericPath
 from .columns import as_float32, check_column_name, column_kind, column_values
-from .summary import metric_quantiles
+from .summary import describe_base, metric_quantiles
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from ..members import MemberArchitectures
 
 FORMAT = "weightzoo"
+BASE = "base"  # the array of base rows of a fine-tuned zoo
 FORMAT_VERSION = 2  # 2: resolved member architectures recorded ("architectures"); 1 is still read
 CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per chunk read
 
@@ -197,7 +199,8 @@ class ZooStore:
             for name in source.array_names()[2:]:
                 rows, *tail = src.shape(name)
                 dtype = src.dtype(name)
-                target.create_column(name, str if dtype.kind == "O" else dtype, tuple(tail), rows)
+                kind = str if dtype.kind == "O" else dtype
+                target.create_column(name, kind, tuple(tail), rows, chunk=src.chunk_rows(name))
             target.close()
             return cls(path, "a", lock=lock)
 
@@ -371,6 +374,68 @@ class ZooStore:
     def model(self, i: int, epoch: int = -1) -> nn.Module:
         """Rebuild member ``i`` as an ``nn.Module`` (eval mode) with its stored parameters."""
         return self._members.module(self.member_architecture(i), self.state_dict(i, epoch))
+
+    # ------------------------------------------------------------- fine-tuned zoos
+    @property
+    def fine_tuned(self) -> bool:
+        """Whether members started from stored base weights (see :meth:`base_params`)."""
+        return bool(self.attrs.get("base"))
+
+    def set_base(self, params: Any, source: Mapping[str, Any]) -> None:
+        """Store the base rows ``[K, P]`` fine-tuned members start from, and where they came from
+        (``members``: the base zoo's member of each row, ``sha256`` of each row, ...); once."""
+        backend = self._writable()
+        rows = as_float32(params, f"{self.path}: base params")
+        rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
+        if rows.ndim != 2 or rows.shape[1] != self.layout.size or self.fine_tuned:
+            raise StoreError(f"{self.path}: base params must be [K, {self.layout.size}] and are stored once")
+        backend.create_column(BASE, np.float32, (self.layout.size,), len(rows), chunk=len(rows))
+        backend.write(BASE, slice(0, len(rows)), rows)
+        self.update_attrs(base={**dict(source), "rows": len(rows)})
+
+    def _base_rows(self) -> np.ndarray:
+        if not self.fine_tuned:
+            raise StoreError(f"{self.path}: not a fine-tuned zoo (no base); its members start from random inits")
+        return self.backend.read(BASE, slice(0, int(self.attrs["base"]["rows"])))
+
+    def base_params(self, indices: Any = None) -> torch.Tensor:
+        """The base weights: each member's ``[n, P]`` for ``indices``; without them the one base ``[P]``
+        all members share, or all distinct bases ``[K, P]`` when members have their own."""
+        import torch
+
+        rows = self._base_rows()
+        if indices is None:
+            return torch.from_numpy(rows[0] if len(rows) == 1 else rows)
+        idx = np.arange(len(self))[indices] if isinstance(indices, slice) else np.atleast_1d(indices)
+        return torch.from_numpy(rows[self._member_base(idx)])
+
+    def _member_base(self, indices: np.ndarray) -> np.ndarray:
+        """The base row of each member: the one, or the row of its ``base.member``."""
+        members = self.attrs["base"]["members"]
+        if len(members) == 1:
+            return np.zeros(len(indices), dtype=np.int64)
+        row_of = {m: i for i, m in enumerate(members)}
+        return np.array([row_of[int(m)] for m in self.column(BASE_MEMBER, indices)], dtype=np.int64)
+
+    def task_vectors(self, indices: Any = None, epoch: int = -1) -> torch.Tensor:
+        """Each member's parameters minus its base, ``[n, P]``: what task-arithmetic merges combine."""
+        idx = np.arange(len(self)) if indices is None else np.arange(len(self))[indices]
+        return self.params(idx, epoch) - self.base_params(idx)
+
+    # ------------------------------------------------------------- members' tasks
+    def task_data(self, i: int):
+        """Member ``i``'s training subset and test set as its variant of the task has them
+        (:class:`~weightzoo.zoo.evaluate.MemberData`); built zoos only."""
+        from ..evaluate import task_data
+
+        return task_data(self, i)
+
+    def evaluate(self, params: Any, members: Any, *, device: str = "cpu") -> dict[str, np.ndarray]:
+        """The builder's metrics for weights ``[B, P]`` of the zoo's layout, each on its member's task
+        (see :func:`weightzoo.zoo.evaluate.evaluate`)."""
+        from ..evaluate import evaluate
+
+        return evaluate(self, params, members, device=device)
 
     # ------------------------------------------------------------- columns
     def values(self, name: str, indices: Any = None, epoch: int | None = -1, *, what: str = "column") -> np.ndarray:
@@ -550,7 +615,7 @@ class ZooStore:
     def array_names(self) -> list[str]:
         """Every array: params, done, then the hyperparameter and metric columns."""
         columns = [f"hparams/{k}" for k in self.hparam_names] + [f"metrics/{k}" for k in self.metric_names]
-        return ["params", "done", *columns]
+        return ["params", "done", *columns, *([BASE] if self.fine_tuned else [])]
 
     def blocks(self, name: str) -> Iterator[tuple[int, int]]:
         """Row ranges of whole chunks of ``name``, about ``CHUNK_BYTES`` each, covering all rows."""
@@ -567,7 +632,7 @@ class ZooStore:
         chunk = self.backend.chunk_rows(name)
         for i in range(start // chunk, -(-stop // chunk)):
             lo, hi = np.searchsorted(self.members, [i * chunk, (i + 1) * chunk])
-            if hi > lo and not self.backend.chunk_present(name, i):
+            if (hi > lo or name == BASE) and not self.backend.chunk_present(name, i):
                 raise StoreError(
                     f"{self.path}: chunk {i} of {name} is missing; run verify() on it and repair the source"
                 )
@@ -606,6 +671,10 @@ class ZooStore:
                 report.checked_chunks += 1
                 if err is None:
                     continue
+                if name == BASE:  # every member starts from it
+                    report.problems.append(f"{name} rows {start}..{stop - 1}: {err}")
+                    bad_rows.update(done_rows)
+                    continue
                 hit = sorted(done_rows.intersection(range(start, stop)))
                 if name == "done" or hit:
                     report.problems.append(f"{name} rows {start}..{stop - 1}: {err}")
@@ -633,6 +702,8 @@ class ZooStore:
             "hparams": self.hparam_names,
             "size_on_disk_bytes": self.size_on_disk(),
             "numerics": str(numerics) if numerics is not None else None,
+            "variants": {k: len(set(self.column(k).tolist())) for k in self.hparam_names if k.startswith("task.")},
+            "base": describe_base(self.attrs.get("base")),
             "metric_quantiles": metric_quantiles({name: self.metric(name) for name in self.metric_names}),
         }
 

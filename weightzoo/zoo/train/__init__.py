@@ -67,6 +67,8 @@ The package, one module per job:
 * :mod:`.loop`: :func:`train_member`, the plain per-member reference loop;
 * :mod:`.memory`: the memory model and :func:`group_size_for`;
 * :mod:`.fused`: the fused CPU kernels (C via ctypes): build, load, argument checks, :func:`~.fused.isa`;
+* :mod:`.variants`: per-member task variants (class subsets, label and input permutations, rotations,
+  flips, noise, training-set sizes) as :class:`TaskVariant`;
 * :mod:`.numerics`: :class:`NumericPath`, which numeric path (kernels and their ISA or PyTorch ops, device,
   torch and :data:`TRAINER_VERSION`) trained a group, recorded in every :class:`GroupResult`.
 
@@ -106,6 +108,7 @@ _EXPORTS = {
     "TRAINER_VERSION": ".numerics",
     "NumericPath": ".numerics",
     "numeric_path": ".numerics",
+    "TaskVariant": ".variants",
     "ADAM_BETAS": ".optim",
     "ADAM_EPS": ".optim",
     "MOMENTUM": ".optim",

@@ -20,6 +20,7 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "train_fraction": 1.0,
     "target": 0,
 }
+BASE_MEMBER = "base.member"  # a fine-tuned member's base member (the zoo it starts from is the spec's)
 INITS = ("default", "uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier", "siren")
 OPTIMIZERS = ("sgd", "sgd+momentum", "adam", "adamw")
 

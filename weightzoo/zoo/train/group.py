@@ -23,7 +23,8 @@ from .memory import EVAL_BYTES, EVAL_CHUNK, chunk_members, feature_sizes
 from .network import AutogradPath, BatchedNet, Chunk, Dropout
 from .numerics import numeric_path
 from .optim import ClassOptimizer, FusedOptimizer
-from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, subset_size, training_subsets
+from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, training_subsets
+from .variants import TaskVariant, member_size, member_variant, shared_inputs
 
 
 @dataclass
@@ -59,36 +60,66 @@ def _runs(cfgs: Sequence[MemberConfig], sizes: Sequence[int]) -> list[_Run]:
 
 @dataclass(frozen=True)
 class _TaskData:
-    """The task's tensors on the training device, targets flattened to rows, each member's target offset."""
+    """The task's tensors on the training device: targets as rows (one block per per-member target or
+    label permutation) with each member's block offset, and each member's test samples."""
 
     kind: str
     x_train: Tensor  # [n, *input]
-    y_train: Tensor  # [n] or [K * n, out]
+    y_train: Tensor  # [n], [maps * n] or [K * n, out]
     x_test: Tensor
     y_test: Tensor
-    train_offset: Tensor  # int64 [G]: target * n_train (0 for shared targets)
+    train_offset: Tensor  # int64 [G]: block * n_train (0 for members reading the task's own targets)
     test_offset: Tensor
+    member_labels: bool  # whether any member reads a block of its own
+    test_rows: Tensor  # int64 [G, k]: each member's test samples (one row expanded when all share the set)
+    test_sizes: Tensor  # int64 [G]
     peak: float  # PSNR peak: the task's target range
 
     @classmethod
-    def build(cls, task: Task, cfgs: Sequence[MemberConfig], device) -> _TaskData:
-        targets = torch.tensor([c.target for c in cfgs], device=device)
+    def build(cls, task: Task, cfgs: Sequence[MemberConfig], variants: Sequence[TaskVariant], device) -> _TaskData:
         if task.per_member:
             bad = [c.target for c in cfgs if c.target >= task.num_targets]
             if bad:
                 raise SpecError(f"hparams: target {bad[0]} out of range; task {task.name!r} has {task.num_targets}")
+            blocks = torch.tensor([c.target for c in cfgs])
+            y_train, y_test = (y.reshape(-1, *y.shape[2:]) for y in (task.y_train, task.y_test))
         else:
-            targets = torch.zeros_like(targets)
-
-        def rows(y: Tensor) -> Tensor:
-            y = y.reshape(-1, *y.shape[2:]) if task.per_member else y
-            return y.to(device, torch.int64) if task.kind == "classification" else y.to(device)  # class indices
-
-        x_train, x_test = task.x_train.to(device), task.x_test.to(device)
+            blocks, y_train, y_test = _label_blocks(task, variants)
+        if task.kind == "classification":
+            y_train, y_test = y_train.long(), y_test.long()  # class indices
+        test_rows, test_sizes = _member_rows([v.test_pool(task) for v in variants], len(task.x_test))
+        blocks = blocks.to(device)
         return cls(
-            task.kind, x_train, rows(task.y_train), x_test, rows(task.y_test),
-            targets * len(x_train), targets * len(x_test), task.value_range,
+            task.kind, task.x_train.to(device), y_train.to(device), task.x_test.to(device), y_test.to(device),
+            blocks * len(task.x_train), blocks * len(task.x_test), bool(blocks.any()), test_rows.to(device),
+            test_sizes.to(device), task.value_range,
         )  # fmt: skip
+
+
+def _label_blocks(task: Task, variants: Sequence[TaskVariant]) -> tuple[Tensor, Tensor, Tensor]:
+    """Each member's block of labels (0: the task's own) and the labels of every block: the task's,
+    then one block per distinct label permutation of the group."""
+    maps: dict[int, Tensor] = {}
+    for v in variants:
+        if v.label_perm and v.label_perm not in maps:
+            maps[v.label_perm] = v.label_map(task.out_features)
+    block_of = {seed: i + 1 for i, seed in enumerate(maps)}
+    blocks = torch.tensor([block_of.get(v.label_perm, 0) for v in variants])
+    y_train = torch.cat([task.y_train, *(m[task.y_train] for m in maps.values())])
+    y_test = torch.cat([task.y_test, *(m[task.y_test] for m in maps.values())])
+    return blocks, y_train, y_test
+
+
+def _member_rows(pools: Sequence[Tensor | None], n: int) -> tuple[Tensor, Tensor]:
+    """int64 ``[G, k]`` rows of each member's samples (its pool, or all ``n``), padded with 0, and their
+    counts; one row expanded to all members when none has a pool of its own."""
+    if all(p is None for p in pools):
+        return torch.arange(n).expand(len(pools), n), torch.full((len(pools),), n)
+    sizes = torch.tensor([n if p is None else len(p) for p in pools])
+    rows = torch.zeros(len(pools), int(sizes.max()), dtype=torch.int64)
+    for row, pool, size in zip(rows, pools, sizes.tolist()):
+        row[:size] = torch.arange(n) if pool is None else pool
+    return rows, sizes
 
 
 class GroupTrainer:
@@ -99,20 +130,34 @@ class GroupTrainer:
     shares one step count and one fused optimizer call.
     """
 
-    def __init__(self, arch, task: Task, cfgs: Sequence[MemberConfig], batch_size: int, device, fast: bool = True):
+    def __init__(
+        self,
+        arch,
+        task: Task,
+        cfgs: Sequence[MemberConfig],
+        batch_size: int,
+        device,
+        fast: bool = True,
+        *,
+        variants: Sequence[TaskVariant] | None = None,
+        init: Tensor | None = None,
+    ):
         self.device, self.batch_size = torch.device(device), int(batch_size)
         module, self.layout, _ = archs.describe(arch)
+        variants = list(variants) if variants is not None else [TaskVariant()] * len(cfgs)
+        task = shared_inputs(task, variants)
         n = len(task.x_train)
-        order = sorted(range(len(cfgs)), key=lambda i: (subset_size(cfgs[i].train_fraction, n), cfgs[i].optimizer))
+        pools = [v.train_pool(task) for v in variants]
+        sizes = [member_size(c, v, n if p is None else len(p)) for c, v, p in zip(cfgs, variants, pools)]
+        order = sorted(range(len(cfgs)), key=lambda i: (sizes[i], cfgs[i].optimizer))
         self.order = torch.tensor(order)
         self.cfgs = [cfgs[i] for i in order]
-        self.sizes = [subset_size(c.train_fraction, n) for c in self.cfgs]
+        self.sizes = [sizes[i] for i in order]
         self.size_t = torch.tensor(self.sizes, device=self.device)
-        self.data = _TaskData.build(task, self.cfgs, self.device)
-        self.per_member = task.per_member
+        self.data = _TaskData.build(task, self.cfgs, [variants[i] for i in order], self.device)
         self.keys = seed_keys([c.seed for c in self.cfgs], self.device)
-        self.subsets = training_subsets(self.keys, self.sizes, n)
-        self.params, self.grads = self._init_state(arch)
+        self.subsets = training_subsets(self.keys, self.sizes, n, [pools[i] for i in order])
+        self.params, self.grads = self._init_state(arch, None if init is None else init[self.order])
         self._view_cache: dict[tuple[int, int], tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
         self.runs = _runs(self.cfgs, self.sizes)
         self.optimizers = [self._optimizer(r) for r in self.runs]
@@ -135,10 +180,16 @@ class GroupTrainer:
             drop = self.dropout is not None
             self.path = DensePath(blocks, task.kind, self.chunk, self.batch_size, feats[0], drop, self.device)
 
-    def _init_state(self, arch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Parameters ``{name: [G, *shape]}`` and gradient buffers like them, each a contiguous block of
-        one flat storage (layer by layer), so an optimizer over the whole group is one tensor."""
-        flat = torch.stack([init_params(arch, self.layout, c) for c in self.cfgs]).to(self.device)
+    def _init_state(self, arch, init: Tensor | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Parameters ``{name: [G, *shape]}`` (``init [G, P]`` in trainer order, else each member's seeded
+        init) and gradient buffers like them, each a contiguous block of one flat storage (layer by
+        layer), so an optimizer over the whole group is one tensor."""
+        if init is None:
+            init = torch.stack([init_params(arch, self.layout, c) for c in self.cfgs])
+        elif tuple(init.shape) != (len(self.cfgs), self.layout.size):
+            expected = (len(self.cfgs), self.layout.size)
+            raise SpecError(f"initial parameters must have shape {expected}, got {tuple(init.shape)}")
+        flat = init.to(self.device, torch.float32)
         g = len(self.cfgs)
         self.storage = torch.empty(g * self.layout.size, device=self.device)
         self.grad_storage = torch.zeros_like(self.storage)
@@ -238,7 +289,7 @@ class GroupTrainer:
             params,
             grads,
             idx,
-            idx + self.data.train_offset[rows, None] if self.per_member else idx,
+            idx + self.data.train_offset[rows, None] if self.data.member_labels else idx,
             weights,
             drop,
             self.x_train,
@@ -256,14 +307,11 @@ class GroupTrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, np.ndarray]:
         """Metrics ``{name: [G]}`` over each member's training subset and the test set, in caller order."""
-        d, g = self.data, len(self.cfgs)
-        n_test = len(d.x_test)
-        test_rows = torch.arange(n_test, device=self.device).expand(g, n_test)
-        test_sizes = torch.full_like(self.size_t, n_test)
+        d = self.data
         out = {}
         for split, x, y, rows, sizes, offset in (
             ("train", d.x_train, d.y_train, self.subsets, self.size_t, d.train_offset),
-            ("test", d.x_test, d.y_test, test_rows, test_sizes, d.test_offset),
+            ("test", d.x_test, d.y_test, d.test_rows, d.test_sizes, d.test_offset),
         ):
             loss, score = self._eval_split(x, y, rows, sizes, offset)
             out[f"{split}_loss"] = loss
@@ -312,17 +360,22 @@ def train_group(
     checkpoint_epochs: Sequence[int],
     batch_size: int,
     device: str | torch.device = "cpu",
+    init: Tensor | None = None,
 ) -> GroupResult:
     """Train members that share ``arch`` together in one batched computation.
 
-    Each member follows its own ``hparams`` (missing keys take ``HPARAM_DEFAULTS``; other keys,
-    such as architecture arguments, are ignored). Returns parameters ``[G, E, P]`` in the layout
-    order of ``archs.describe(arch)`` and metrics ``{task.metric_names: [G, E]}`` at each of
-    ``checkpoint_epochs`` (0 = initialization), in the order of ``hparams``.
+    Each member follows its own ``hparams`` (missing keys take ``HPARAM_DEFAULTS``; ``task.*`` keys
+    are its task variant, see :mod:`.variants`; other keys, such as architecture arguments, are
+    ignored). Members start from ``init [G, P]`` when given (fine-tuning), else from their seeded
+    init. Returns parameters ``[G, E, P]`` in the layout order of ``archs.describe(arch)`` and
+    metrics ``{task.metric_names: [G, E]}`` at each of ``checkpoint_epochs`` (0 = the start), in the
+    order of ``hparams``.
     """
     if not hparams:
         raise SpecError("train_group: empty group (no hparams)")
     check_batch_size(batch_size)
     cfgs = [member_config(h) for h in hparams]
+    variants = [member_variant(h, task) for h in hparams]
     task = task.for_architecture(arch)  # inputs shaped as the first layer reads them
-    return GroupTrainer(arch, task, cfgs, batch_size, device).train(epochs, checkpoint_epochs)
+    trainer = GroupTrainer(arch, task, cfgs, batch_size, device, variants=variants, init=init)
+    return trainer.train(epochs, checkpoint_epochs)

@@ -26,36 +26,48 @@ from .randomness import (
     hash32,
     seed_keys,
     step_keys,
-    subset_size,
     training_subsets,
 )
+from .variants import TaskVariant, member_size, member_variant
 
 
 class _MemberRun:
-    """The plain per-member loop: ``archs.build_module`` + ``torch.optim``, same randomness."""
+    """The plain per-member loop: ``archs.build_module`` + ``torch.optim``, same randomness and the
+    same task variant semantics (its classes, labels and inputs)."""
 
-    def __init__(self, arch: Mapping[str, Any], task: Task, cfg: MemberConfig, batch_size: int) -> None:
+    def __init__(
+        self,
+        arch: Mapping[str, Any],
+        task: Task,
+        cfg: MemberConfig,
+        batch_size: int,
+        variant: TaskVariant,
+        init: Tensor | None = None,
+    ) -> None:
         self.arch, self.cfg, self.batch_size = arch, cfg, int(batch_size)
         self.module, self.layout, _ = archs.describe(arch)
         self.layers = compile_layers(arch, self.module, self.layout)
-        self.module.load_state_dict(self.layout.unflatten(init_params(arch, self.layout, cfg)))
-        self.task = task
+        start = init_params(arch, self.layout, cfg) if init is None else init.float()
+        self.module.load_state_dict(self.layout.unflatten(start))
+        self.task = task = variant.inputs(task)
+        self.labels = variant.label_map(task.out_features)
+        self.test_pool = variant.test_pool(task)
         self.key = seed_keys([cfg.seed])
-        n = len(task.x_train)
-        self.size = subset_size(cfg.train_fraction, n)
-        self.subset = training_subsets(self.key, [self.size], n)[0]
+        n, pool = len(task.x_train), variant.train_pool(task)
+        self.size = member_size(cfg, variant, n if pool is None else len(pool))
+        self.subset = training_subsets(self.key, [self.size], n, [pool])[0]
         self.opt = make_optimizer(cfg, self.module.parameters())
         self.sites = sum(layer.site >= 0 for layer in self.layers)
         self.threshold = torch.tensor(dropout_threshold(cfg.dropout))
         self.scale = torch.tensor(1.0 / (1.0 - cfg.dropout))
 
     def targets(self, y: Tensor) -> Tensor:
-        """This member's row of per-member targets (all of them for shared targets)."""
+        """This member's targets: its row of per-member targets, or the labels through its permutation."""
         if self.task.per_member:
             if self.cfg.target >= self.task.num_targets:
                 raise SpecError(f"hparams: target {self.cfg.target} out of range; task has {self.task.num_targets}")
             return y[self.cfg.target]
-        return y
+        return y if self.labels is None else self.labels[y]
 
     def forward(self, x: Tensor, keys: Tensor | None = None) -> Tensor:
         """The module's layers one by one, with this member's dropout after hidden activations."""
@@ -93,9 +105,10 @@ class _MemberRun:
     def evaluate(self) -> dict[str, float]:
         self.module.eval()
         t, out = self.task, {}
+        test = slice(None) if self.test_pool is None else self.test_pool
         splits = (
             ("train", t.x_train[self.subset], self.targets(t.y_train)[self.subset]),
-            ("test", t.x_test, self.targets(t.y_test)),
+            ("test", t.x_test[test], self.targets(t.y_test)[test]),
         )
         for split, x, y in splits:
             pred = self.forward(x)
@@ -116,15 +129,17 @@ def train_member(
     epochs: int,
     checkpoint_epochs: Sequence[int],
     batch_size: int,
+    init: Tensor | None = None,
 ) -> GroupResult:
     """Train one member with the plain loop (``nn.Module`` + ``torch.optim``); a GroupResult with G = 1.
 
-    Same semantics and randomness as :func:`train_group`: the reference it is tested and
-    benchmarked against.
+    Same semantics and randomness as :func:`train_group` (task variants and a starting point
+    ``init [P]`` included): the reference it is tested and benchmarked against.
     """
     check_batch_size(batch_size)
     points = check_epochs(epochs, checkpoint_epochs)
-    run = _MemberRun(arch, task.for_architecture(arch), member_config(hparams), batch_size)
+    variant = member_variant(hparams, task)
+    run = _MemberRun(arch, task.for_architecture(arch), member_config(hparams), batch_size, variant, init)
     params, metrics = [], []
     for epoch in range(epochs + 1):
         if epoch > 0:

@@ -91,14 +91,19 @@ def subset_size(fraction: float, n: int) -> int:
     return max(1, min(n, round(fraction * n)))
 
 
-def training_subsets(keys: Tensor, sizes: Sequence[int], n: int) -> Tensor:
-    """int64 ``[G, max(sizes)]``: each member's training indices (a random subset of ``range(n)``
-    unless it is all of it), ascending, padded with 0."""
-    if min(sizes) == n:
+def training_subsets(
+    keys: Tensor, sizes: Sequence[int], n: int, pools: Sequence[Tensor | None] | None = None
+) -> Tensor:
+    """int64 ``[G, max(sizes)]``: each member's training indices, ascending, padded with 0: a random
+    subset of its pool (the ascending indices of the samples it may use, e.g. those of its classes;
+    None: all of ``range(n)``) unless it is all of it."""
+    pools = list(pools) if pools is not None else [None] * len(sizes)
+    if min(sizes) == n and all(p is None for p in pools):
         return torch.arange(n, device=keys.device).expand(len(sizes), n)
     rows = torch.zeros(len(sizes), max(sizes), dtype=torch.int64)
-    for row, key, size in zip(rows, mix(keys, _SUBSET).tolist(), sizes):
-        row[:size] = permutation(key, n)[:size].sort().values
+    for row, key, size, pool in zip(rows, mix(keys, _SUBSET).tolist(), sizes, pools):
+        chosen = permutation(key, n if pool is None else len(pool))[:size].sort().values
+        row[:size] = chosen if pool is None else pool[chosen]
     return rows.to(keys.device)
 
 
