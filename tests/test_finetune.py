@@ -138,3 +138,33 @@ def test_bad_bases_are_one_line_and_write_nothing(base_zoo, tmp_path, capsys, ch
 def test_bad_fine_tuning_specs(change, match):
     with pytest.raises(SpecError, match=match):
         parse_spec({**PRETRAINED, **change})
+
+
+def test_the_shipped_fine_tune_spec_builds(tmp_path):
+    build_zoo("tiny-mnist1d-finetune", tmp_path / "ft.zarr")
+    with open_zoo(tmp_path / "ft.zarr") as zoo:
+        tasks = set(zip(zoo.column("task.classes").tolist(), zoo.column("task.label_perm").tolist()))
+        assert len(zoo) == 8 and len(tasks) == 4
+        assert torch.equal(zoo.params(epoch=0), zoo.base_params().expand(8, -1))
+        assert zoo.summary()["base"].startswith("one base pretrained on mnist1d for 2 epochs")
+
+
+def test_a_damaged_base_zoo_is_one_line(base_zoo, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(base_zoo, damaged)
+    chunk = next((damaged / "params" / "c").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    data = bytearray(chunk.read_bytes())
+    data[40] ^= 0xFF  # one flipped byte: the chunk fails its checksum
+    chunk.write_bytes(bytes(data))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**PRETRAINED, "pretrain": None,
+                                                        "base": {"zoo": str(damaged), "member": 0}}))  # fmt: skip
+    assert main(["zoo", "build", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out.zarr"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read 'params'" in err and "zoo verify" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.zarr").exists()

@@ -254,3 +254,17 @@ def test_vision_inr_from_local_data(monkeypatch, tmp_path):
     first = _FakeVision(str(tmp_path), train=True).data[0].float() / 255
     torch.testing.assert_close(task.y_train[0, :, 0].reshape(28, 28), first)
     assert TASKS["mnist-inr"](root=str(tmp_path), count=3).num_targets == 3
+
+
+@pytest.mark.parametrize("name", ["tiny-mnist5k-inr", "tiny-mnist5k-smallcnn"])
+def test_the_shipped_real_mnist_specs_build(tmp_path, name):
+    from weightzoo.zoo.build import build_zoo
+    from weightzoo.zoo.opener import open_zoo
+
+    build_zoo(name, tmp_path / "z.zarr")
+    with open_zoo(tmp_path / "z.zarr") as zoo:
+        if name.endswith("inr"):  # 8 images, one per class, two views each
+            assert len(zoo) == 16 and sorted(set(zoo.column("label").tolist())) == list(range(8))
+            assert (zoo.metric("test_psnr") > zoo.metric("test_psnr", epoch=0)).all()  # every fit improves
+        else:
+            assert len(zoo) == 8 and zoo.metric("test_acc").max() > 0.3  # chance is 0.1

@@ -179,3 +179,12 @@ def test_label_variants_need_a_classification_task():
            "architecture": {"family": "siren", "args": {}}, "hparams": {"task.label_perm": 3}}  # fmt: skip
     with pytest.raises(SpecError, match="need a classification task, not task 'digits-inr'"):
         parse_spec(inr)
+
+
+def test_the_shipped_multi_task_spec_builds(tmp_path):
+    build_zoo("tiny-mnist1d-tasks", tmp_path / "tasks.zarr")
+    with open_zoo(tmp_path / "tasks.zarr") as zoo:
+        subsets = zoo.column("task.classes").tolist()
+        assert len(zoo) == 16 and len(set(subsets)) >= 10 and all(len(s.split(",")) == 5 for s in subsets)
+        assert zoo.summary()["variants"] == {"task.classes": len(set(subsets))}
+        assert set(zoo.task_data(3).y_test.tolist()) == set(map(int, subsets[3].split(",")))
