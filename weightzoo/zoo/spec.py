@@ -16,6 +16,9 @@ hparams:                          # drawn per member; a bare value is a constant
   init_scale: 1.0
 grid:                             # optional: every combination, members cycle through them
   activation: [relu, tanh]
+  task.classes: [[0, 1], [2, 3]]  # task variants (task.*, see zoo.train.variants) vary like the rest
+pretrain: {epochs: 20, hparams: {lr: 1.0e-3}}   # optional: fine-tune every member from one base,
+# or base: {zoo: base.zarr, member: 0}           # or from members of another zoo (see zoo.finetune)
 ```
 
 Members are drawn deterministically: member ``i`` uses a generator seeded with

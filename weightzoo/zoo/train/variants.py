@@ -112,8 +112,7 @@ class TaskVariant:
             rotate=float(given.get("rotate") or 0.0),
             flip=flip,
             noise=noise,
-            train_samples=None if samples is None or (isinstance(samples, float) and math.isnan(samples))
-            else int(samples),
+            train_samples=None if samples is None else int(samples),
         )
 
     @property
