@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import make_zoo
 
@@ -305,3 +306,18 @@ def test_a_cached_zoo_is_hashed_once_and_a_changed_size_is_caught(fake_hub, tmp_
     blob.write_bytes(blob.read_bytes() + b"x")
     with pytest.raises(weightzoo.HubError, match="fails its checksum"):
         weightzoo.pull_zoo(REPO)
+
+
+def test_a_zoo_on_the_hub_is_a_base_to_fine_tune_from(fake_hub, tmp_path):
+    from weightzoo.zoo.build import build_zoo
+
+    base = tmp_path / "base.zarr"
+    build_zoo("tiny-mnist1d-mlp", base, members=2)
+    weightzoo.push_zoo(base, REPO)
+    spec = {"name": "ft", "task": "mnist1d", "members": 2, "epochs": 1, "checkpoint_epochs": [0, 1],
+            "architecture": {"family": "mlp", "args": {"in_features": 40, "hidden": [16, 16], "out_features": 10}},
+            "base": {"zoo": f"hf://datasets/{REPO}", "member": 1}, "hparams": {"lr": 1e-3}}  # fmt: skip
+    build_zoo(spec, tmp_path / "ft.zarr")
+    with open_zoo(tmp_path / "ft.zarr") as zoo, open_zoo(base) as source:
+        assert torch.equal(zoo.params(epoch=0)[0], source.params(1))
+        assert zoo.attrs["base"]["zoo"] == f"hf://datasets/{REPO}" and zoo.attrs["base"]["members"] == [1]
