@@ -1,7 +1,8 @@
 """Zoos on disk: :class:`ZooStore` over the Zarr and HDF5 backends.
 
-``zoostore`` is the store itself (create, append, read, verify), ``columns`` the coercion of
-values into its arrays, ``summary`` what ``zoo info`` prints; member rebuilding lives in
+``zoostore`` is the store itself (create, append, read, verify), ``attributes`` what a new zoo
+records, ``columns`` the coercion of values into its arrays, ``integrity`` checksums and lost
+chunks, ``bases`` a fine-tuned zoo's base rows, ``summary`` what ``zoo info`` prints; member rebuilding lives in
 :mod:`weightzoo.zoo.members` and the staged writes and writer lock in :mod:`weightzoo._fs`.
 Open a zoo by path or ``hf://`` URL with :func:`weightzoo.open_zoo`.
 """
@@ -15,8 +16,10 @@ from pathlib import Path
 
 from ..._fs import staged, writer_lock
 from ..backends import backend_for, resolve_store_path
+from .attributes import CHUNK_BYTES, FORMAT, FORMAT_VERSION
+from .integrity import VerifyReport
 from .summary import format_summary
-from .zoostore import CHUNK_BYTES, FORMAT, FORMAT_VERSION, VerifyReport, ZooStore
+from .zoostore import ZooStore
 
 
 @contextlib.contextmanager

@@ -20,6 +20,28 @@ def metric_quantiles(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, floa
     return out
 
 
+def summarize(zoo: Any) -> dict[str, Any]:
+    """What ``weightzoo zoo info`` reports about ``zoo`` (a ZooStore), as plain data."""
+    arch = zoo.architecture or {}
+    numerics = zoo.numerics
+    return {
+        "path": str(zoo.path),
+        "backend": zoo.backend_name,
+        "members_done": len(zoo),
+        "members_total": zoo.capacity,
+        "architecture": arch.get("family", "custom" if arch else "unknown"),
+        "params_per_member": zoo.layout.size,
+        "mixed_layouts": zoo.mixed,
+        "checkpoint_epochs": zoo.epochs,
+        "hparams": zoo.hparam_names,
+        "size_on_disk_bytes": zoo.size_on_disk(),
+        "numerics": str(numerics) if numerics is not None else None,
+        "variants": {k: len(set(zoo.column(k).tolist())) for k in zoo.hparam_names if k.startswith("task.")},
+        "base": describe_base(zoo.attrs.get("base")),
+        "metric_quantiles": metric_quantiles({name: zoo.metric(name) for name in zoo.metric_names}),
+    }
+
+
 def describe_base(base: dict[str, Any] | None) -> str | None:
     """A fine-tuned zoo's base in a line: the pretraining run, or the base zoo's members."""
     if not base:

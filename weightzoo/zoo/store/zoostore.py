@@ -20,25 +20,24 @@ imported where parameters or members are first asked for.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..._fs import remove, writer_lock
-from ..._version import __version__
 from ...errors import SpecError, StoreError
 from ...layout import ParamLayout
 from ..backends import Backend, backend_for
-from ..train.config import BASE_MEMBER
 from ..train.numerics import NumericPath
+from .attributes import CHUNK_BYTES, FORMAT, FORMAT_VERSION, new_attrs, params_chunk
+from .bases import base_rows, member_base, store_base
 from .columns import as_float32, check_column_name, column_kind, column_values
-from .summary import describe_base, metric_quantiles
+from .integrity import BASE, VerifyReport, check_present, verify
+from .summary import summarize
 
 if TYPE_CHECKING:
     import torch
@@ -47,38 +46,6 @@ if TYPE_CHECKING:
     from ...symmetry import PermutationSpec
     from ..members import MemberArchitectures
 
-FORMAT = "weightzoo"
-BASE = "base"  # the array of base rows of a fine-tuned zoo
-FORMAT_VERSION = 2  # 2: resolved member architectures recorded ("architectures"); 1 is still read
-CHUNK_BYTES = 4 << 20  # target size of one params chunk: zarr pays ~1 ms per chunk read
-
-
-def _versions() -> dict[str, str]:
-    import h5py
-    import torch
-    import zarr
-
-    return {
-        "weightzoo": __version__,
-        "torch": torch.__version__,
-        "zarr": zarr.__version__,
-        "h5py": h5py.__version__,
-        "numpy": np.__version__,
-    }
-
-
-@dataclass
-class VerifyReport:
-    """What ``ZooStore.verify`` found: damaged member indices (public) and one line per problem."""
-
-    checked_chunks: int = 0
-    damaged_rows: list[int] = field(default_factory=list)
-    damaged_members: list[int] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class ZooStore:
@@ -155,26 +122,11 @@ class ZooStore:
         epochs = [int(e) for e in epochs]
         if not epochs or sorted(set(epochs)) != epochs:
             raise SpecError(f"{path}: checkpoint epochs must be a non-empty increasing list, got {epochs}")
-        attrs = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "layout": layout.to_dict(),
-            "permutation_spec": _zoo_perm_spec(architecture, perm_spec, arch_overrides, mixed_layouts),
-            "architecture": dict(architecture) if architecture is not None else None,
-            "arch_overrides": list(arch_overrides),
-            "architectures": [],
-            "mixed_layouts": bool(mixed_layouts),
-            "spec": dict(spec) if spec is not None else None,
-            "epochs": epochs,
-            "source": dict(source) if source is not None else None,
-            "numerics": numerics.to_dict() if numerics is not None else None,
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        per_member = max(1, len(epochs) * layout.size * 4)
-        chunk = chunk_members or int(np.clip(CHUNK_BYTES // per_member, 1, 65536))
-        if expected_members and not chunk_members:
-            chunk = min(chunk, max(1, int(expected_members)))  # a small zoo is one unpadded chunk
+        attrs = new_attrs(
+            layout, epochs, architecture=architecture, perm_spec=perm_spec, arch_overrides=arch_overrides,
+            mixed_layouts=mixed_layouts, spec=spec, source=source, numerics=numerics,
+        )  # fmt: skip
+        chunk = params_chunk(layout, len(epochs), chunk_members, expected_members)
         with writer_lock(path) if lock else contextlib.nullcontext():
             if path.exists():
                 if not overwrite:
@@ -384,38 +336,19 @@ class ZooStore:
     def set_base(self, params: Any, source: Mapping[str, Any]) -> None:
         """Store the base rows ``[K, P]`` fine-tuned members start from, and where they came from
         (``members``: the base zoo's member of each row, ``sha256`` of each row, ...); once."""
-        backend = self._writable()
-        rows = as_float32(params, f"{self.path}: base params")
-        rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
-        if rows.ndim != 2 or rows.shape[1] != self.layout.size or self.fine_tuned:
-            raise StoreError(f"{self.path}: base params must be [K, {self.layout.size}] and are stored once")
-        backend.create_column(BASE, np.float32, (self.layout.size,), len(rows), chunk=len(rows))
-        backend.write(BASE, slice(0, len(rows)), rows)
-        self.update_attrs(base={**dict(source), "rows": len(rows)})
-
-    def _base_rows(self) -> np.ndarray:
-        if not self.fine_tuned:
-            raise StoreError(f"{self.path}: not a fine-tuned zoo (no base); its members start from random inits")
-        return self.backend.read(BASE, slice(0, int(self.attrs["base"]["rows"])))
+        self._writable()
+        store_base(self, params, source)
 
     def base_params(self, indices: Any = None) -> torch.Tensor:
         """The base weights: each member's ``[n, P]`` for ``indices``; without them the one base ``[P]``
         all members share, or all distinct bases ``[K, P]`` when members have their own."""
         import torch
 
-        rows = self._base_rows()
+        rows = base_rows(self)
         if indices is None:
             return torch.from_numpy(rows[0] if len(rows) == 1 else rows)
         idx = np.arange(len(self))[indices] if isinstance(indices, slice) else np.atleast_1d(indices)
-        return torch.from_numpy(rows[self._member_base(idx)])
-
-    def _member_base(self, indices: np.ndarray) -> np.ndarray:
-        """The base row of each member: the one, or the row of its ``base.member``."""
-        members = self.attrs["base"]["members"]
-        if len(members) == 1:
-            return np.zeros(len(indices), dtype=np.int64)
-        row_of = {m: i for i, m in enumerate(members)}
-        return np.array([row_of[int(m)] for m in self.column(BASE_MEMBER, indices)], dtype=np.int64)
+        return torch.from_numpy(rows[member_base(self, idx)])
 
     def task_vectors(self, indices: Any = None, epoch: int = -1) -> torch.Tensor:
         """Each member's parameters minus its base, ``[n, P]``: what task-arithmetic merges combine."""
@@ -629,13 +562,7 @@ class ZooStore:
     def read_block(self, name: str, start: int, stop: int) -> np.ndarray:
         """Storage rows ``start:stop`` of array ``name``, done or not. A lost chunk holding done
         members (it would read as fill values) or a damaged one is a StoreError, never data."""
-        chunk = self.backend.chunk_rows(name)
-        for i in range(start // chunk, -(-stop // chunk)):
-            lo, hi = np.searchsorted(self.members, [i * chunk, (i + 1) * chunk])
-            if (hi > lo or name == BASE) and not self.backend.chunk_present(name, i):
-                raise StoreError(
-                    f"{self.path}: chunk {i} of {name} is missing; run verify() on it and repair the source"
-                )
+        check_present(self, name, start, stop)
         return self.backend.read(name, slice(start, stop))  # a checksum failure raises StoreError
 
     def write_block(self, name: str, start: int, values: np.ndarray) -> None:
@@ -662,68 +589,11 @@ class ZooStore:
     # ------------------------------------------------------------ integrity
     def verify(self) -> VerifyReport:
         """Read every chunk, checking its checksum; report damaged members by index."""
-        report = VerifyReport()
-        backend = self.backend
-        done_rows = set(self.members.tolist())
-        bad_rows: set[int] = set()
-        for name in ["done", *(name for name in self.array_names() if name != "done")]:
-            for start, stop, err in backend.read_chunks(name):
-                report.checked_chunks += 1
-                if err is None:
-                    continue
-                if name == BASE:  # every member starts from it
-                    report.problems.append(f"{name} rows {start}..{stop - 1}: {err}")
-                    bad_rows.update(done_rows)
-                    continue
-                hit = sorted(done_rows.intersection(range(start, stop)))
-                if name == "done" or hit:
-                    report.problems.append(f"{name} rows {start}..{stop - 1}: {err}")
-                    bad_rows.update(range(start, stop) if name == "done" else hit)
-        report.damaged_rows = sorted(bad_rows)
-        report.damaged_members = np.flatnonzero(np.isin(self.members, report.damaged_rows)).tolist()
-        return report
+        return verify(self)
 
     def size_on_disk(self) -> int:
         return self.backend.size_on_disk()
 
     def summary(self) -> dict[str, Any]:
         """What ``weightzoo zoo info`` prints."""
-        arch = self.architecture or {}
-        numerics = self.numerics
-        return {
-            "path": str(self.path),
-            "backend": self.backend_name,
-            "members_done": len(self),
-            "members_total": self.capacity,
-            "architecture": arch.get("family", "custom" if arch else "unknown"),
-            "params_per_member": self.layout.size,
-            "mixed_layouts": self.mixed,
-            "checkpoint_epochs": self.epochs,
-            "hparams": self.hparam_names,
-            "size_on_disk_bytes": self.size_on_disk(),
-            "numerics": str(numerics) if numerics is not None else None,
-            "variants": {k: len(set(self.column(k).tolist())) for k in self.hparam_names if k.startswith("task.")},
-            "base": describe_base(self.attrs.get("base")),
-            "metric_quantiles": metric_quantiles({name: self.metric(name) for name in self.metric_names}),
-        }
-
-
-def _zoo_perm_spec(
-    architecture: Mapping[str, Any] | None,
-    perm_spec: PermutationSpec | None,
-    arch_overrides: Sequence[str],
-    mixed_layouts: bool,
-) -> dict | None:
-    """The zoo-wide PermutationSpec: given, else derived from the architecture; none for mixed
-    zoos (see ``member_perm_spec``); only permutations when members differ in activation."""
-    from ...symmetry import PermutationSpec
-    from .. import archs
-
-    if perm_spec is None and architecture is not None and not mixed_layouts:
-        try:
-            perm_spec = PermutationSpec.from_module(archs.build_module(architecture))
-        except SpecError:
-            return None  # architectures without a derivable spec still store fine
-        if "activation" in arch_overrides:
-            perm_spec = perm_spec.restricted_to(("permute",))  # only what every member allows
-    return perm_spec.to_dict() if perm_spec is not None else None
+        return summarize(self)
