@@ -15,6 +15,7 @@ from weightzoo.zoo.spec import parse_spec
 from weightzoo.zoo.tasks import Task, load_task
 from weightzoo.zoo.train import train_group, train_member
 from weightzoo.zoo.train.variants import NOISE_SEED, TaskVariant, member_variant
+from weightzoo.zoo.train.variants import resolve as resolve_variant
 
 RUN = {"epochs": 2, "checkpoint_epochs": [0, 1, 2], "batch_size": 64}
 
@@ -31,7 +32,8 @@ def mnist():
 
 def test_classes_pick_the_samples_of_those_classes(digits):
     variant = member_variant({"task.classes": [7, 3]}, digits)
-    assert variant.classes == (3, 7) and variant.to_hparams()["task.classes"] == "3,7"
+    stored = resolve_variant({"task.classes": [7, 3]}, np.random.default_rng(0), 10)["task.classes"]
+    assert variant.classes == (3, 7) and stored == "3,7"
     train, test = variant.train_pool(digits), variant.test_pool(digits)
     assert set(digits.y_train[train].tolist()) == {3, 7} and set(digits.y_test[test].tolist()) == {3, 7}
     assert len(train) == int(((digits.y_train == 3) | (digits.y_train == 7)).sum())

@@ -15,6 +15,7 @@ from .._fs import ensure_writable, staged
 from ..errors import SpecError
 from ..zoo.hub import PushResult, ensure_repo, hub_errors, require_token
 from ..zoo.opener import open_zoo
+from ..zoo.store import ZooStore, opened
 from .run import RUN_FILES, MetanetRun, load_run
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _head(api, repo_id: str, branch: str) -> str | None:
 
 def import_predictions(
     source: str,
-    zoo: str | os.PathLike,
+    zoo: ZooStore | str | os.PathLike,
     out: str | os.PathLike,
     *,
     revision: str | None = None,
@@ -77,7 +78,7 @@ def import_predictions(
         raise SpecError(f"{out}: predictions are written as CSV; name the file *.csv")
     ensure_writable(out)
     run = MetanetRun.from_pretrained(source, revision=revision, token=token, device=device)
-    with open_zoo(zoo) as store:
+    with opened(zoo, open_zoo) as store:
         prediction = run.predict(store, split="all")
         table = pd.DataFrame({"member": np.arange(len(store)), "prediction": prediction})
         column = run.task.column

@@ -26,10 +26,12 @@ from .._fs import remove, writer_lock
 from ..errors import SpecError, StoreError, WeightZooError
 from . import archs
 from .backends import ZarrBackend, backend_for
-from .finetune import base_rows, resolve_bases
+from .finetune import resolve_bases
 from .spec import ZooSpec, load_spec
 from .store import ZooStore, staged_store
+from .store.bases import row_index
 from .tasks import load_task
+from .train.config import BASE_MEMBER
 from .train.numerics import NumericPath, numeric_path
 from .train.variants import TaskVariant
 from .transfer import convert_zoo
@@ -72,7 +74,7 @@ def plan_groups(spec: ZooSpec, memory_bytes: int = DEFAULT_MEMORY) -> list[Group
     deterministic in the spec (and the budget)."""
     from .train import group_size_for
 
-    task = load_task(spec.task, **spec.task_options)
+    task = spec.load_task()
     by_key: dict[str, list[int]] = {}
     hparams = [spec.member_hparams(i) for i in range(spec.members)]
     arch_of: dict[str, dict] = {}
@@ -101,7 +103,9 @@ def train_planned(job: dict, group: GroupPlan, device: str = "cpu"):
     task = load_task(job["task"], **job["task_options"])
     init = None
     if job["base_rows"] is not None:  # fine-tuning: each member starts from its base
-        init = torch.from_numpy(job["base_rows"][base_rows(group.hparams, job["base_members"])])
+        members = job["base_members"]
+        rows = row_index(members, [hp.get(BASE_MEMBER) for hp in group.hparams])
+        init = torch.from_numpy(job["base_rows"][rows])
     return train_group(
         group.architecture,
         task,
@@ -157,15 +161,14 @@ def run_dask(
 def _job(spec: ZooSpec, zoo: ZooStore) -> dict:
     """What a worker needs to train any group of ``spec`` into ``zoo``: the training budget and, for a
     fine-tuned zoo, the stored base rows (read from the zoo, so a resumed build starts from them too)."""
-    base = zoo.attrs.get("base") or {}
     return {
         "task": spec.task,
         "task_options": dict(spec.task_options),
         "epochs": spec.epochs,
         "checkpoint_epochs": list(spec.checkpoint_epochs),
         "batch_size": spec.batch_size,
-        "base_rows": zoo.base_params().numpy().reshape(len(base["members"]), -1) if base else None,
-        "base_members": base.get("members"),
+        "base_rows": np.atleast_2d(zoo.base_params().numpy()) if zoo.fine_tuned else None,
+        "base_members": zoo.attrs["base"]["members"] if zoo.fine_tuned else None,
     }
 
 
@@ -188,7 +191,7 @@ def _open_or_create(spec: ZooSpec, out: Path, overwrite: bool, device: str) -> Z
     layouts = sorted({archs.describe(json.loads(a))[1] for a in archs_seen}, key=lambda lay: lay.size)
     if spec.fine_tuned and len(layouts) > 1:
         raise SpecError(f"spec {spec.name!r}: fine-tuned members must share one layout; they have {len(layouts)}")
-    task = load_task(spec.task, **spec.task_options)
+    task = spec.load_task()
     bases = resolve_bases(spec, hparams, device) if spec.fine_tuned else None  # before anything is written
     with staged_store(out, overwrite=True) as tmp:
         store = ZooStore.create(
@@ -309,7 +312,7 @@ def _build_into(
     try:
         if executor == "local" and zoo.numerics is not None:
             _check_numerics(zoo, numeric_path(device), allow_mixed)  # before any training
-        task = load_task(spec.task, **spec.task_options)
+        task = spec.load_task()
         done = set(zoo.members.tolist())
         todo = [g for g in plan_groups(spec, memory_bytes) if not done.issuperset(g.members)]
         remaining = sum(1 for g in todo for m in g.members if m not in done)

@@ -13,6 +13,7 @@ The functions take an open :class:`~weightzoo.zoo.store.ZooStore`; ``zoo.evaluat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from .tasks import Task, load_task
 from .train.config import member_config
 from .train.group import GroupTrainer
 from .train.randomness import seed_keys, training_subsets
-from .train.variants import TaskVariant, member_size, member_variant
+from .train.variants import TaskVariant, member_samples, member_variant
 
 EVAL_BATCH = 256  # members evaluated together (one trainer's worth of memory)
 
@@ -54,7 +55,7 @@ def zoo_task(zoo: Any) -> Task:
     return load_task(spec["task"], **(spec.get("task_options") or {}))
 
 
-def member_hparams(zoo: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
+def stored_hparams(zoo: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
     """Each member's hyperparameters as plain Python values, every column read once."""
     columns = {k: zoo.column(k, indices) for k in zoo.hparam_names}
     return [{k: _scalar(v[row]) for k, v in columns.items()} for row in range(len(indices))]
@@ -62,28 +63,17 @@ def member_hparams(zoo: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
 
 def task_data(zoo: Any, i: int) -> MemberData:
     """Member ``i``'s training subset and test set, as its variant of the task has them."""
-    hp = member_hparams(zoo, [int(i)])[0]
+    hp = stored_hparams(zoo, [int(i)])[0]
     task = zoo_task(zoo)
     variant = member_variant(hp, task)
     task = variant.inputs(task.for_architecture(zoo.member_architecture(int(i))))
     cfg = member_config(hp)
-    pool = variant.train_pool(task)
-    size = member_size(cfg, variant, len(task.x_train) if pool is None else len(pool))
+    pool, size = member_samples(cfg, variant, task)
     subset = training_subsets(seed_keys([cfg.seed]), [size], len(task.x_train), [pool])[0, :size]
     test = variant.test_pool(task)
     test = slice(None) if test is None else test
-    y_train, y_test = _member_targets(task, cfg.target, variant)
+    y_train, y_test = variant.targets(task, cfg.target)
     return MemberData(task.x_train[subset], y_train[subset], task.x_test[test], y_test[test], task.kind)
-
-
-def _member_targets(task: Task, target: int, variant: TaskVariant) -> tuple[Tensor, Tensor]:
-    """The member's targets over the whole splits: its per-member row, or labels through its map."""
-    if task.per_member:
-        return task.y_train[target], task.y_test[target]
-    labels = variant.label_map(task.out_features)
-    if labels is None:
-        return task.y_train, task.y_test
-    return labels[task.y_train], labels[task.y_test]
 
 
 def evaluate(
@@ -109,7 +99,7 @@ def evaluate(
     if idx.shape != (len(flat),):
         raise LayoutError(f"{zoo.path}: {len(flat)} weight rows need {len(flat)} member indices, got {idx.shape[0]}")
     zoo.rows(idx)  # one-line IndexError for members out of range
-    task, hparams = zoo_task(zoo), member_hparams(zoo, idx)
+    task, hparams = zoo_task(zoo), stored_hparams(zoo, idx)
     batch = int((zoo.attrs.get("spec") or {}).get("batch_size", 128))
     out: dict[str, np.ndarray] = {}
     for rows, arch in _groups(zoo, idx, hparams):
@@ -130,9 +120,8 @@ def _groups(zoo: Any, idx: np.ndarray, hparams: list[dict]) -> list[tuple[np.nda
     """Row positions of the weights sharing one architecture and input variant, with the architecture."""
     groups: dict[tuple, list[int]] = {}
     archs: dict[tuple, dict] = {}
-    for row, (i, hp) in enumerate(zip(idx.tolist(), hparams)):
-        arch = zoo.member_architecture(i)
-        key = (repr(arch), TaskVariant.from_hparams(hp).input_key)
+    for row, (arch, hp) in enumerate(zip(zoo.member_architectures(idx), hparams)):
+        key = (json.dumps(arch, sort_keys=True), TaskVariant.from_hparams(hp).input_key)
         groups.setdefault(key, []).append(row)
         archs[key] = arch
     return [(np.asarray(rows), archs[key]) for key, rows in groups.items()]

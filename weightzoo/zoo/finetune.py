@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecError, StoreError
+from . import archs
 from .opener import open_zoo
 from .spec import BASE_MEMBER, ZooSpec
 from .tasks import load_task
@@ -24,11 +25,10 @@ from .tasks import load_task
 
 @dataclass
 class Bases:
-    """The base rows ``[K, P]`` members start from, the base-zoo member of each row (None for a
-    pretrained base) and where they came from (stored in the zoo's ``base`` attribute)."""
+    """The base rows ``[K, P]`` members start from and where they came from (the zoo's ``base``
+    attribute: ``members``, the base-zoo member of each row, None for a pretrained base; checksums)."""
 
     params: np.ndarray
-    members: list[int | None]
     source: dict[str, Any]
 
 
@@ -58,7 +58,7 @@ def _from_zoo(spec: ZooSpec, wanted: list[int]) -> Bases:
         outside = [m for m in wanted if not 0 <= m < len(zoo)]
         if outside:
             raise SpecError(f"spec {spec.name!r}: base member {outside[0]} is not in {base.zoo} ({len(zoo)} members)")
-        layout = _members_layout(spec)
+        layout = archs.describe(spec.architecture)[1]
         for m in wanted:
             theirs = zoo.member_layout(m)
             if [(e.name, e.shape) for e in theirs] != [(e.name, e.shape) for e in layout]:
@@ -69,13 +69,7 @@ def _from_zoo(spec: ZooSpec, wanted: list[int]) -> Bases:
         rows = zoo.params(wanted, base.epoch).numpy()[:, : layout.size]  # a chunk that fails its checksum raises
         epoch = zoo.epochs[zoo.epoch_index(base.epoch)]
         source = {"zoo": base.zoo, "zoo_name": zoo.name, "members": wanted, "epoch": epoch}
-    return Bases(rows, list(wanted), source | {"sha256": [checksum(r) for r in rows]})
-
-
-def _members_layout(spec: ZooSpec):
-    from . import archs
-
-    return archs.describe(spec.architecture)[1]
+    return Bases(rows, source | {"sha256": [checksum(r) for r in rows]})
 
 
 def _pretrained(spec: ZooSpec, device: str) -> Bases:
@@ -92,12 +86,5 @@ def _pretrained(spec: ZooSpec, device: str) -> Bases:
     metrics = {k: float(v[0, -1]) for k, v in result.metrics.items()}
     source = {"pretrain": {"task": pre.task, "task_options": pre.task_options, "epochs": pre.epochs,
                            "batch_size": pre.batch_size, "hparams": pre.hparams, "metrics": metrics}}  # fmt: skip
-    return Bases(row, [None], source | {"members": [None], "sha256": [checksum(row[0])], "numerics": result.numerics})
+    return Bases(row, source | {"members": [None], "sha256": [checksum(row[0])], "numerics": result.numerics})
 
-
-def base_rows(hparams: Sequence[Mapping[str, Any]], members: Sequence[int | None]) -> list[int]:
-    """Which stored base row each member starts from: its ``base.member``'s, else the only one."""
-    if len(members) == 1:
-        return [0] * len(hparams)
-    index = {m: i for i, m in enumerate(members)}
-    return [index[int(hp[BASE_MEMBER])] for hp in hparams]

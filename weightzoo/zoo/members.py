@@ -42,14 +42,15 @@ def _key(values: Sequence[Any]) -> str:
 
 class MemberArchitectures:
     """Which architecture each member of a zoo has, read from the zoo's attributes and its
-    per-member architecture columns (``column`` reads one for a list of member indices)."""
+    per-member architecture columns (``column`` reads one for a list of member indices); ``layout``
+    is the zoo's (the largest member's in a mixed zoo)."""
 
-    def __init__(self, path: Path, attrs: Mapping[str, Any], column: ColumnReader) -> None:
+    def __init__(self, path: Path, attrs: Mapping[str, Any], column: ColumnReader, layout: ParamLayout) -> None:
         self.path = path
         self.base: dict | None = attrs.get("architecture")
         self.names: list[str] = list(attrs.get("arch_overrides") or [])
         self.mixed = bool(attrs.get("mixed_layouts"))
-        self.layout = ParamLayout.from_dict(attrs["layout"])
+        self.layout = layout
         spec = attrs.get("permutation_spec")
         self.perm_spec = PermutationSpec.from_dict(spec) if spec else None
         self.resolved = {_key([r["overrides"][k] for k in self.names]): r["architecture"]
@@ -78,6 +79,12 @@ class MemberArchitectures:
     def of(self, i: int) -> dict:
         """The architecture of member ``i``."""
         return self.architecture(self.keys(np.array([i]))[0])
+
+    def of_many(self, indices: np.ndarray) -> list[dict]:
+        """The architecture of each member (columns read once, each distinct one resolved once)."""
+        keys = self.keys(indices)
+        found = {key: self.architecture(key) for key in dict.fromkeys(keys)}
+        return [found[key] for key in keys]
 
     def records(self, columns: Mapping[str, np.ndarray]) -> list[dict]:
         """Resolved architectures for the override values in ``columns`` (hyperparameter columns

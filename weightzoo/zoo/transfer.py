@@ -9,10 +9,8 @@ know nothing about zoos. Both take a local store path or an open :class:`ZooStor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -20,19 +18,9 @@ from tqdm.auto import tqdm
 from .._fs import ensure_writable, staged
 from ..errors import StoreError
 from .backends import backend_for
-from .store import CHUNK_BYTES, ZooStore, staged_store
+from .store import CHUNK_BYTES, ZooStore, opened, staged_store
 
 EXPORT_FILES = ("members.csv", "zoo.json")
-
-
-@contextlib.contextmanager
-def _source(zoo: ZooStore | str | os.PathLike) -> Iterator[ZooStore]:
-    """An open store: ``zoo`` itself (left open), or the local store at that path (closed after)."""
-    if isinstance(zoo, ZooStore):
-        yield zoo
-        return
-    with ZooStore(zoo, "r") as store:
-        yield store
 
 
 def convert_zoo(
@@ -45,7 +33,7 @@ def convert_zoo(
     """
     dst = Path(dst)
     backend_for(dst)  # refuse an unknown suffix before reading anything
-    with _source(src) as zoo, staged_store(dst, overwrite) as tmp:
+    with opened(src, ZooStore) as zoo, staged_store(dst, overwrite) as tmp:
         with ZooStore.create_like(zoo, tmp, lock=False) as target:
             bar = tqdm(total=zoo.capacity, desc=f"convert {zoo.path.name}", unit="member", disable=not progress)
             with bar:
@@ -69,7 +57,7 @@ def export_zoo(
     plus ``members.csv`` (the zoo's table) and ``zoo.json`` (its attributes) into ``outdir``.
     Other files already in ``outdir`` are kept; an earlier export's files are replaced."""
     outdir = Path(outdir)
-    with _source(path) as zoo:
+    with opened(path, ZooStore) as zoo:
         epoch_number = zoo.epochs[zoo.epoch_index(epoch)]
         _check_outdir(outdir, overwrite)
         ensure_writable(outdir)

@@ -4,6 +4,7 @@ how to load it."""
 from __future__ import annotations
 
 from ..store import ZooStore
+from ..store.summary import QUANTILES, describe_variants
 
 CARD = "README.md"
 
@@ -60,14 +61,16 @@ def dataset_card(zoo: ZooStore, repo_id: str, store_name: str, license: str = "c
         f"- size: {summary['size_on_disk_bytes']:,} bytes ({summary['backend']})",
     ]
     if summary.get("variants"):
-        lines.append(f"- task variants: {', '.join(f'`{k}` ({n} distinct)' for k, n in summary['variants'].items())}")
+        lines.append(f"- task variants: {describe_variants(summary['variants'])}")
     if summary.get("base"):
         lines.append(f"- fine-tuned from {summary['base']} (`zoo.base_params()`, `zoo.task_vectors()`)")
     lines.append("")
     if summary["metric_quantiles"]:
-        lines += ["## Metrics (last checkpoint)", "", "| metric | min | q25 | median | q75 | max |", "|---" * 6 + "|"]
+        names = [name for name, _ in QUANTILES]
+        header = f"| metric | {' | '.join(names)} |"
+        lines += ["## Metrics (last checkpoint)", "", header, "|---" * (len(names) + 1) + "|"]
         for metric, q in summary["metric_quantiles"].items():
-            cells = " | ".join(f"{q[k]:.4g}" for k in ("min", "q25", "median", "q75", "max"))
+            cells = " | ".join(f"{q[k]:.4g}" for k in names)
             lines.append(f"| {metric} | {cells} |")
         lines.append("")
     lines += _architecture_lines(zoo)

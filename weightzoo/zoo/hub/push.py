@@ -102,50 +102,48 @@ def push_zoo(
     path = Path(path)
     with ZooStore(path, "r") as zoo:
         card = dataset_card(zoo, repo_id, path.name, license)
-        name, members = zoo.name, len(zoo)
-    token = require_token(token, "push", repo_id)
-    message = message or f"weightzoo: push {name} ({members:,} members)"
-    api = HfApi(token=token)
-    result = PushResult(repo_id, revision or "main")
-    with (
-        upload_source(path) as source,
-        tempfile.TemporaryDirectory(prefix="weightzoo-card-") as tmp,
-        hub_errors("push", repo_id, revision),
-        progress_bars(progress),
-    ):
-        files = repo_files(source)
-        digests = {p: digest(f) for p, f in files.items()}
-        meta = _write_meta(Path(tmp), source, digests, card)
-        files.update(meta)
-        digests.update({p: digest(f) for p, f in meta.items()})
-        ensure_repo(api, repo_id, "dataset", private, revision)
-        remote = _remote_files(api, repo_id, result.revision)
-        changed = [p for p in files if p not in meta and not _same(remote.get(p), digests[p])]
-        stale = [p for p in remote if _is_store_path(p) and p not in files]  # a repo holds one zoo
-        if changed or stale or not all(_same(remote.get(p), digests[p]) for p in meta):
-            batches = list(_batches(changed, {p: d.size for p, d in digests.items()})) or [[]]
-            _commit_batches(api, result, batches, files, meta, stale, message, progress)
+        message = message or f"weightzoo: push {zoo.name} ({len(zoo):,} members)"
+        token = require_token(token, "push", repo_id)
+        api = HfApi(token=token)
+        result = PushResult(repo_id, revision or "main")
+        with (
+            upload_source(zoo) as source,
+            tempfile.TemporaryDirectory(prefix="weightzoo-card-") as tmp,
+            hub_errors("push", repo_id, revision),
+            progress_bars(progress),
+        ):
+            files = repo_files(source)
+            digests = {p: digest(f) for p, f in files.items()}
+            meta = _write_meta(Path(tmp), source.path, digests, card)
+            files.update(meta)
+            digests.update({p: digest(f) for p, f in meta.items()})
+            ensure_repo(api, repo_id, "dataset", private, revision)
+            remote = _remote_files(api, repo_id, result.revision)
+            changed = [p for p in files if p not in meta and not _same(remote.get(p), digests[p])]
+            stale = [p for p in remote if _is_store_path(p) and p not in files]  # a repo holds one zoo
+            if changed or stale or not all(_same(remote.get(p), digests[p]) for p in meta):
+                batches = list(_batches(changed, {p: d.size for p, d in digests.items()})) or [[]]
+                _commit_batches(api, result, batches, files, meta, stale, message, progress)
     return result
 
 
-def repo_files(store: Path) -> dict[str, Path]:
-    """Repo path -> local file for every file of the store at ``store``."""
-    with ZooStore(store, "r") as zoo:
-        files = zoo.files()
-    return {store.name if f == store else f"{store.name}/{f.relative_to(store).as_posix()}": f for f in files}
+def repo_files(zoo: ZooStore) -> dict[str, Path]:
+    """Repo path -> local file for every file of the store."""
+    root = zoo.path
+    return {root.name if f == root else f"{root.name}/{f.relative_to(root).as_posix()}": f for f in zoo.files()}
 
 
 @contextlib.contextmanager
-def upload_source(store: Path, limit: int | None = None) -> Iterator[Path]:
+def upload_source(zoo: ZooStore, limit: int | None = None) -> Iterator[ZooStore]:
     """The store as it will be uploaded: itself, or a sharded copy (same name, in a temporary
     folder) when one of its folders holds more than ``limit`` files."""
     limit = MAX_FILES_PER_FOLDER if limit is None else limit
-    with ZooStore(store, "r") as zoo:
-        if zoo.largest_folder() <= limit:
-            yield store
-            return
-        with tempfile.TemporaryDirectory(prefix="weightzoo-push-") as tmp:
-            yield zoo.sharded_copy(Path(tmp) / store.name, limit)
+    if zoo.largest_folder() <= limit:
+        yield zoo
+        return
+    with tempfile.TemporaryDirectory(prefix="weightzoo-push-") as tmp:
+        with ZooStore(zoo.sharded_copy(Path(tmp) / zoo.path.name, limit), "r") as copy:
+            yield copy
 
 
 def _write_meta(folder: Path, source: Path, digests: dict[str, FileDigest], card: str) -> dict[str, Path]:

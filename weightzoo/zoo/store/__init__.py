@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..._fs import staged, writer_lock
 from ..backends import backend_for, resolve_store_path
@@ -20,6 +21,17 @@ from .attributes import CHUNK_BYTES, FORMAT, FORMAT_VERSION
 from .integrity import VerifyReport
 from .summary import format_summary
 from .zoostore import ZooStore
+
+
+@contextlib.contextmanager
+def opened(zoo: ZooStore | str | os.PathLike, open_store: Callable[[Any], ZooStore]) -> Iterator[ZooStore]:
+    """An open zoo for the length of a block: ``zoo`` itself when it is open already (the caller's, left
+    open), else ``open_store(zoo)`` (``ZooStore`` for local paths, ``open_zoo`` for URLs too), closed after."""
+    if isinstance(zoo, ZooStore):
+        yield zoo
+        return
+    with open_store(zoo) as store:
+        yield store
 
 
 @contextlib.contextmanager
@@ -40,6 +52,7 @@ __all__ = [
     "VerifyReport",
     "ZooStore",
     "format_summary",
+    "opened",
     "resolve_store_path",
     "staged_store",
 ]

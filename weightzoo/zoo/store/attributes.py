@@ -14,7 +14,6 @@ from ...layout import ParamLayout
 
 if TYPE_CHECKING:
     from ...symmetry import PermutationSpec
-    from ..train.numerics import NumericPath
 
 FORMAT = "weightzoo"
 FORMAT_VERSION = 2  # 2: resolved member architectures recorded ("architectures"); 1 is still read
@@ -31,7 +30,6 @@ def new_attrs(
     mixed_layouts: bool,
     spec: Mapping[str, Any] | None,
     source: Mapping[str, Any] | None,
-    numerics: NumericPath | None,
 ) -> dict[str, Any]:
     """The attributes of a new, empty zoo (see :meth:`ZooStore.create` for the arguments)."""
     return {
@@ -46,7 +44,7 @@ def new_attrs(
         "spec": dict(spec) if spec is not None else None,
         "epochs": epochs,
         "source": dict(source) if source is not None else None,
-        "numerics": numerics.to_dict() if numerics is not None else None,
+        "numerics": None,  # the numeric path of the first members trained into it (see zoo.build)
         "versions": versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -4,7 +4,7 @@ row, checksums, or the pretraining run)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,13 @@ def base_rows(zoo: Any) -> np.ndarray:
 def member_base(zoo: Any, indices: np.ndarray) -> np.ndarray:
     """The base row of each member: the only one, or the row of its ``base.member``."""
     members = zoo.attrs["base"]["members"]
+    return row_index(members, zoo.column(BASE_MEMBER, indices) if len(members) > 1 else [None] * len(indices))
+
+
+def row_index(members: Sequence[int | None], base_members: Sequence[Any]) -> np.ndarray:
+    """Which base row each member starts from, given each member's ``base.member`` (ignored when
+    there is one base): the build, which has no store on a worker, and the store agree through it."""
     if len(members) == 1:
-        return np.zeros(len(indices), dtype=np.int64)
+        return np.zeros(len(base_members), dtype=np.int64)
     row_of = {m: i for i, m in enumerate(members)}
-    return np.array([row_of[int(m)] for m in zoo.column(BASE_MEMBER, indices)], dtype=np.int64)
+    return np.array([row_of[int(m)] for m in base_members], dtype=np.int64)

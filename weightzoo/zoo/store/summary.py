@@ -42,6 +42,11 @@ def summarize(zoo: Any) -> dict[str, Any]:
     }
 
 
+def describe_variants(variants: dict[str, int]) -> str:
+    """A zoo's task variant columns and how many distinct values each holds, in a line."""
+    return ", ".join(f"{k} ({n} distinct)" for k, n in variants.items())
+
+
 def describe_base(base: dict[str, Any] | None) -> str | None:
     """A fine-tuned zoo's base in a line: the pretraining run, or the base zoo's members."""
     if not base:
@@ -78,7 +83,7 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("numerics"):
         lines.append(f"trained on     {s['numerics']}")
     if s.get("variants"):
-        lines.append("task variants  " + ", ".join(f"{k} ({n} distinct)" for k, n in s["variants"].items()))
+        lines.append(f"task variants  {describe_variants(s['variants'])}")
     if s.get("base"):
         lines.append(f"fine-tuned     from {s['base']}")
     if s["metric_quantiles"]:

@@ -96,7 +96,6 @@ class ZooStore:
         spec: Mapping[str, Any] | None = None,
         arch_overrides: Sequence[str] = (),
         source: Mapping[str, Any] | None = None,
-        numerics: NumericPath | None = None,
         capacity: int = 0,
         chunk_members: int | None = None,
         expected_members: int | None = None,
@@ -113,7 +112,6 @@ class ZooStore:
         With ``mixed_layouts`` members differ in shape (per-member architecture arguments such
         as width): ``layout`` is the largest member's, each row holds its member's own flat
         vector zero-padded to that size, and :meth:`member_layout` gives each member's layout.
-        ``numerics`` is the numeric path that trains the members (builds refuse to mix paths).
         Params are chunked along members (``chunk_members``, default ~4 MiB per chunk, fewer
         when ``expected_members`` says the zoo is smaller); ``capacity`` reserves rows.
         """
@@ -124,7 +122,7 @@ class ZooStore:
             raise SpecError(f"{path}: checkpoint epochs must be a non-empty increasing list, got {epochs}")
         attrs = new_attrs(
             layout, epochs, architecture=architecture, perm_spec=perm_spec, arch_overrides=arch_overrides,
-            mixed_layouts=mixed_layouts, spec=spec, source=source, numerics=numerics,
+            mixed_layouts=mixed_layouts, spec=spec, source=source,
         )  # fmt: skip
         chunk = params_chunk(layout, len(epochs), chunk_members, expected_members)
         with writer_lock(path) if lock else contextlib.nullcontext():
@@ -169,7 +167,7 @@ class ZooStore:
         if self._member_archs is None:
             from ..members import MemberArchitectures
 
-            self._member_archs = MemberArchitectures(self.path, self.attrs, self.column)
+            self._member_archs = MemberArchitectures(self.path, self.attrs, self.column, self.layout)
         return self._member_archs
 
     @property
@@ -318,6 +316,10 @@ class ZooStore:
     def member_architecture(self, i: int) -> dict:
         """The architecture of member ``i``, with its per-member overrides (e.g. activation)."""
         return self._members.of(i)
+
+    def member_architectures(self, indices: Any) -> list[dict]:
+        """The architecture of each of several members, every architecture column read once."""
+        return self._members.of_many(np.asarray(indices, dtype=np.int64).reshape(-1))
 
     def member_perm_spec(self, i: int) -> PermutationSpec:
         """The PermutationSpec of member ``i``, with the symmetries its own activation allows."""

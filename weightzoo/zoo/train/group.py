@@ -24,7 +24,7 @@ from .network import AutogradPath, BatchedNet, Chunk, Dropout
 from .numerics import numeric_path
 from .optim import ClassOptimizer, FusedOptimizer
 from .randomness import dropout_threshold, epoch_order, seed_keys, step_keys, training_subsets
-from .variants import TaskVariant, member_size, member_variant, shared_inputs
+from .variants import TaskVariant, member_samples, member_variant, shared_inputs
 
 
 @dataclass
@@ -87,12 +87,12 @@ class _TaskData:
             blocks, y_train, y_test = _label_blocks(task, variants)
         if task.kind == "classification":
             y_train, y_test = y_train.long(), y_test.long()  # class indices
-        test_rows, test_sizes = _member_rows([v.test_pool(task) for v in variants], len(task.x_test))
+        test_rows, test_sizes = _member_rows([v.test_pool(task) for v in variants], len(task.x_test), device)
         blocks = blocks.to(device)
         return cls(
             task.kind, task.x_train.to(device), y_train.to(device), task.x_test.to(device), y_test.to(device),
-            blocks * len(task.x_train), blocks * len(task.x_test), bool(blocks.any()), test_rows.to(device),
-            test_sizes.to(device), task.value_range,
+            blocks * len(task.x_train), blocks * len(task.x_test), bool(blocks.any()), test_rows, test_sizes,
+            task.value_range,
         )  # fmt: skip
 
 
@@ -110,16 +110,18 @@ def _label_blocks(task: Task, variants: Sequence[TaskVariant]) -> tuple[Tensor, 
     return blocks, y_train, y_test
 
 
-def _member_rows(pools: Sequence[Tensor | None], n: int) -> tuple[Tensor, Tensor]:
+def _member_rows(pools: Sequence[Tensor | None], n: int, device) -> tuple[Tensor, Tensor]:
     """int64 ``[G, k]`` rows of each member's samples (its pool, or all ``n``), padded with 0, and their
-    counts; one row expanded to all members when none has a pool of its own."""
+    counts, on ``device``; one row expanded to all members (stride 0, the evaluation's shared-input
+    case) when none has a pool of its own."""
     if all(p is None for p in pools):
-        return torch.arange(n).expand(len(pools), n), torch.full((len(pools),), n)
+        rows = torch.arange(n, device=device).expand(len(pools), n)
+        return rows, torch.full((len(pools),), n, device=device)
     sizes = torch.tensor([n if p is None else len(p) for p in pools])
     rows = torch.zeros(len(pools), int(sizes.max()), dtype=torch.int64)
     for row, pool, size in zip(rows, pools, sizes.tolist()):
         row[:size] = torch.arange(n) if pool is None else pool
-    return rows, sizes
+    return rows.to(device), sizes.to(device)
 
 
 class GroupTrainer:
@@ -147,8 +149,7 @@ class GroupTrainer:
         variants = list(variants) if variants is not None else [TaskVariant()] * len(cfgs)
         task = shared_inputs(task, variants)
         n = len(task.x_train)
-        pools = [v.train_pool(task) for v in variants]
-        sizes = [member_size(c, v, n if p is None else len(p)) for c, v, p in zip(cfgs, variants, pools)]
+        pools, sizes = zip(*(member_samples(c, v, task) for c, v in zip(cfgs, variants)))
         order = sorted(range(len(cfgs)), key=lambda i: (sizes[i], cfgs[i].optimizer))
         self.order = torch.tensor(order)
         self.cfgs = [cfgs[i] for i in order]

@@ -28,7 +28,7 @@ from .randomness import (
     step_keys,
     training_subsets,
 )
-from .variants import TaskVariant, member_size, member_variant
+from .variants import TaskVariant, member_samples, member_variant
 
 
 class _MemberRun:
@@ -50,24 +50,17 @@ class _MemberRun:
         start = init_params(arch, self.layout, cfg) if init is None else init.float()
         self.module.load_state_dict(self.layout.unflatten(start))
         self.task = task = variant.inputs(task)
-        self.labels = variant.label_map(task.out_features)
+        if task.per_member and cfg.target >= task.num_targets:
+            raise SpecError(f"hparams: target {cfg.target} out of range; task has {task.num_targets}")
+        self.y_train, self.y_test = variant.targets(task, cfg.target)
         self.test_pool = variant.test_pool(task)
         self.key = seed_keys([cfg.seed])
-        n, pool = len(task.x_train), variant.train_pool(task)
-        self.size = member_size(cfg, variant, n if pool is None else len(pool))
-        self.subset = training_subsets(self.key, [self.size], n, [pool])[0]
+        pool, self.size = member_samples(cfg, variant, task)
+        self.subset = training_subsets(self.key, [self.size], len(task.x_train), [pool])[0]
         self.opt = make_optimizer(cfg, self.module.parameters())
         self.sites = sum(layer.site >= 0 for layer in self.layers)
         self.threshold = torch.tensor(dropout_threshold(cfg.dropout))
         self.scale = torch.tensor(1.0 / (1.0 - cfg.dropout))
-
-    def targets(self, y: Tensor) -> Tensor:
-        """This member's targets: its row of per-member targets, or the labels through its permutation."""
-        if self.task.per_member:
-            if self.cfg.target >= self.task.num_targets:
-                raise SpecError(f"hparams: target {self.cfg.target} out of range; task has {self.task.num_targets}")
-            return y[self.cfg.target]
-        return y if self.labels is None else self.labels[y]
 
     def forward(self, x: Tensor, keys: Tensor | None = None) -> Tensor:
         """The module's layers one by one, with this member's dropout after hidden activations."""
@@ -92,13 +85,12 @@ class _MemberRun:
         order = epoch_order(self.key, self.subset[None], [self.size], epoch, steps, self.batch_size)
         order = order[:, 0].reshape(-1)[: self.size]  # this member's samples, without the padding
         dkeys = step_keys(self.key, epoch, steps, self.sites)[0] if self.cfg.dropout > 0 and self.sites else None
-        y_train = self.targets(self.task.y_train)
         self.module.train()
         for s in range(steps):
             idx = order[s * self.batch_size : (s + 1) * self.batch_size]
             self.opt.zero_grad(set_to_none=True)
             out = self.forward(self.task.x_train[idx], None if dkeys is None else dkeys[s])
-            self.loss(out, y_train[idx]).backward()
+            self.loss(out, self.y_train[idx]).backward()
             self.opt.step()
 
     @torch.no_grad()
@@ -107,8 +99,8 @@ class _MemberRun:
         t, out = self.task, {}
         test = slice(None) if self.test_pool is None else self.test_pool
         splits = (
-            ("train", t.x_train[self.subset], self.targets(t.y_train)[self.subset]),
-            ("test", t.x_test[test], self.targets(t.y_test)[test]),
+            ("train", t.x_train[self.subset], self.y_train[self.subset]),
+            ("test", t.x_test[test], self.y_test[test]),
         )
         for split, x, y in splits:
             pred = self.forward(x)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -179,13 +179,18 @@ class TaskVariant:
         """The test samples in this member's classes (ascending), None for all of them."""
         return _in_classes(task.y_test, self.classes)
 
-    def to_hparams(self) -> dict[str, Any]:
-        """The variant as the values stored in a member's columns (``classes`` as ``"0,3,7"``)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[PREFIX + f.name] = ",".join(map(str, value)) if f.name == "classes" and value is not None else value
-        return out
+    def targets(self, task: Task, target: int) -> tuple[Tensor, Tensor]:
+        """The member's targets over both whole splits: its row of per-member targets (``target``), or
+        the task's labels through its permutation."""
+        if task.per_member:
+            return task.y_train[target], task.y_test[target]
+        labels = self.label_map(task.out_features)
+        return (task.y_train, task.y_test) if labels is None else (labels[task.y_train], labels[task.y_test])
+
+
+def class_text(classes) -> str:
+    """A class subset as a member's column stores it: ``"0,3,7"`` (sorted)."""
+    return ",".join(map(str, sorted(int(c) for c in classes)))
 
 
 def _in_classes(y: Tensor, classes: tuple[int, ...] | None) -> Tensor | None:
@@ -222,10 +227,13 @@ def member_variant(hparams: Mapping[str, Any], task: Task) -> TaskVariant:
     return variant
 
 
-def member_size(cfg: MemberConfig, variant: TaskVariant, available: int) -> int:
-    """Training samples of a member with ``available`` samples in its classes: ``train_samples``, else
-    ``train_fraction`` of them."""
-    return variant.train_samples if variant.train_samples is not None else subset_size(cfg.train_fraction, available)
+def member_samples(cfg: MemberConfig, variant: TaskVariant, task: Task) -> tuple[Tensor | None, int]:
+    """The training samples a member draws from (its classes' pool; None: all of them) and how many:
+    ``train_samples``, else ``train_fraction`` of the pool."""
+    pool = variant.train_pool(task)
+    available = len(task.x_train) if pool is None else len(pool)
+    size = variant.train_samples if variant.train_samples is not None else subset_size(cfg.train_fraction, available)
+    return pool, size
 
 
 def shared_inputs(task: Task, variants: list[TaskVariant]) -> Task:
@@ -247,9 +255,9 @@ def resolve(hparams: Mapping[str, Any], rng: np.random.Generator, num_classes: i
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         if not 1 <= value <= num_classes:
             raise SpecError(f"hparams: {key} draws {value} classes, but the task has {num_classes}")
-        out[key] = ",".join(map(str, sorted(rng.choice(num_classes, size=int(value), replace=False).tolist())))
+        out[key] = class_text(rng.choice(num_classes, size=int(value), replace=False).tolist())
     elif value is not None and not isinstance(value, str):
-        out[key] = ",".join(map(str, _classes(value) or ()))
+        out[key] = class_text(_classes(value) or ())
     for name in ("label_perm", "input_perm"):
         if out.get(PREFIX + name) is True:
             out[PREFIX + name] = int(rng.integers(1, 2**31 - 1))
