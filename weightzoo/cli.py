@@ -66,25 +66,6 @@ def zoo_verify(path: str = typer.Argument(..., help=ZOO_ARG)) -> None:
     raise typer.Exit(1)
 
 
-def _member_list(text: str, count: int) -> list[int]:
-    """``--members``: ``all``, or indices and ranges like ``0,3,10-19``."""
-    from .errors import SpecError
-
-    if text == "all":
-        return list(range(count))
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise SpecError(f"--members {text!r}: write all, or indices and ranges like 0,3,10-19") from None
-    bad = [i for i in out if not 0 <= i < count]
-    if bad:
-        raise SpecError(f"--members {text!r}: member {bad[0]} is out of range; the zoo has {count} members")
-    return out
-
-
 @zoo_app.command("eval")
 def zoo_eval(
     path: str = typer.Argument(..., help=ZOO_ARG),
@@ -101,9 +82,10 @@ def zoo_eval(
 
     from .zoo.importers.state_dicts import load_flat
     from .zoo.opener import open_zoo
+    from .zoo.selection import parse_members
 
     with open_zoo(path) as zoo:
-        idx = _member_list(members, len(zoo))
+        idx = parse_members(members, len(zoo))
         if weights is None:
             params = zoo.params(idx, epoch)
         else:
@@ -372,6 +354,174 @@ def metanet_eval(
 
     scores = load_run(run_dir, device=check_device(device)).evaluate(zoo, split)
     typer.echo(json.dumps(scores) if as_json else f"{run_dir} on {zoo} [{split}]: {_format_scores(scores)}")
+
+
+@app.command("align")
+def align_cmd(
+    zoo: str = typer.Argument(..., help=ZOO_ARG),
+    a: int = typer.Argument(..., help="member A (the reference; lambda = 0)"),
+    b: int = typer.Argument(..., help="member B (permuted to A; lambda = 1)"),
+    method: list[str] = typer.Option(
+        [], "--method", help="weight | activation (repeatable; default both), beside the naive curve"
+    ),
+    steps: int = typer.Option(11, "--steps", help="points on the line from A to B, both ends included"),
+    epoch: int = typer.Option(-1, "--checkpoint", help="stored checkpoint of both members (-1: the last)"),
+    seed: int = typer.Option(0, "--seed", help="seeds weight matching's group order"),
+    plot: Path | None = typer.Option(None, "--plot", help="write the curves as a PNG"),
+    out: Path | None = typer.Option(None, "--out", help="write the curves and barriers as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of the barrier table"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Loss and accuracy barriers between two members: naive, weight-matched, activation-matched."""
+    from .metanet.connectivity import member_connectivity
+    from .metanet.interpolate import lambda_grid
+    from .zoo.opener import open_zoo
+
+    lambdas = lambda_grid(steps)
+    with open_zoo(zoo) as store:
+        report = member_connectivity(
+            store, a, b, methods=method or ("weight", "activation"), lambdas=lambdas, epoch=epoch, seed=seed,
+            device=_device(device),
+        )  # fmt: skip
+    _write_outputs(report.to_dict(), out, plot, lambda p: _plot_report(report, p))
+    typer.echo(json.dumps(report.to_dict()) if as_json else report.format())
+
+
+def _device(device: str) -> str:
+    from .metanet.train import check_device
+
+    return check_device(device)
+
+
+def _plot_report(report, path: Path) -> Path:
+    from .metanet.plots import plot_curves
+
+    return plot_curves(report.curves, path, title=f"{report.zoo}: members {report.a} and {report.b}")
+
+
+def _write_outputs(result: dict, out: Path | None, plot: Path | None, draw) -> None:
+    """The JSON (``out``) and the figure (``plot``) of a result, each written whole or not at all."""
+    from ._fs import ensure_writable, staged
+
+    for path in (p for p in (out, plot) if p is not None):
+        ensure_writable(path)
+    if out is not None:
+        with staged(out, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+    if plot is not None:
+        draw(plot)
+
+
+MERGE_METHODS = (
+    "linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp, model_stock, "
+    "uniform_soup, greedy_soup"
+)
+
+
+@app.command("merge")
+def merge_cmd(
+    files: list[Path] = typer.Argument(None, help="state-dict files (.safetensors, .pt) of one architecture"),
+    zoo: str | None = typer.Option(None, "--zoo", help="merge this zoo's members (or check FILES against it)"),
+    members: str | None = typer.Option(None, "--members", help="members to merge (files: whose tasks --eval uses)"),
+    where: str | None = typer.Option(None, "--where", help="a pandas filter of the zoo's table, e.g. \"lr < 0.01\""),
+    method: str = typer.Option(..., "--method", help=MERGE_METHODS),
+    base: Path | None = typer.Option(None, "--base", help="the base, a state-dict file (zoo: its recorded base)"),
+    weight: str | None = typer.Option(None, "--weight", help="one weight, or one per model: 0.5,0.3,0.2"),
+    density: float | None = typer.Option(None, "--density", help="fraction of task-vector entries kept, in (0, 1]"),
+    lam: float | None = typer.Option(None, "--lambda", help="scale of the merged task vector"),
+    gamma: float | None = typer.Option(None, "--gamma", help="breadcrumbs: fraction of largest entries removed"),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="method parameter epsilon (mergekit's name)"),
+    t: float | None = typer.Option(None, "--t", help="slerp: 0 gives the first model, 1 the second"),
+    param: list[str] = typer.Option([], "--param", help="any other method parameter as key=value (repeatable)"),
+    align: str | None = typer.Option(None, "--align", help="weight | activation: permute the models to one another"),
+    seed: int = typer.Option(0, "--seed", help="seeds DARE's drops and alignment"),
+    epoch: int = typer.Option(-1, "--checkpoint", help="stored checkpoint of zoo members (-1: the last)"),
+    out: Path = typer.Option(..., "--out", "-o", help="merged.safetensors, or with --sweep a store (*.zarr, *.h5)"),
+    evaluate: bool = typer.Option(False, "--eval", help="report the merged model on each source member's task"),
+    sweep_grid: list[str] = typer.Option([], "--sweep", help="NAME=V1,V2,... a grid to sweep (repeatable)"),
+    plot: Path | None = typer.Option(None, "--plot", help="with --sweep: the PNG (default: beside --out)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """Merge zoo members or state-dict files (task arithmetic, TIES, DARE, breadcrumbs, SLERP, soups, ...)."""
+    from ._fs import ensure_writable
+    from .metanet.merging import merge_models, parse_grid, sweep
+    from .metanet.sources import from_files, from_zoo, write_safetensors
+    from .zoo.opener import open_zoo
+    from .zoo.selection import parse_members, select_members
+
+    params = _merge_params(weight, density, lam, gamma, epsilon, t, param)
+    grid = parse_grid(sweep_grid) if sweep_grid else None
+    ensure_writable(out)
+    if not files and zoo is None:
+        raise typer.BadParameter("give state-dict FILES or --zoo PATH with --members/--where")
+    store = open_zoo(zoo) if zoo is not None else None
+    try:
+        if files:
+            models = from_files(files, zoo=store, base=base)
+            tasks = parse_members(members, len(store)) if (store is not None and members) else []
+        else:
+            tasks = select_members(store, members, where)
+            models = from_zoo(store, tasks, epoch=epoch, base=base)
+        if grid is not None:
+            plot = plot or out.with_suffix(".png")
+            table = sweep(models, method, grid, out, align=align, seed=seed, eval_members=tasks, plot=plot, **params)
+            typer.echo(json.dumps(table) if as_json else _format_sweep(out, plot, table))
+            return
+        result = merge_models(models, method, align=align, seed=seed, evaluate=evaluate, eval_members=tasks, **params)
+    finally:
+        if store is not None:
+            store.close()
+    write_safetensors(out, models.layout, result.flat, result.metadata())
+    if as_json:
+        typer.echo(json.dumps(result.to_dict() | {"out": str(out)}))
+        return
+    typer.echo(f"{out}: {method} of {len(models)} models" + (f", aligned by {align}" if align else ""))
+    if result.chosen is not None:
+        kept = [models.names[i] for i in result.chosen]
+        typer.echo(f"  greedy soup kept {len(kept)} of {len(models)}: {kept}")
+    if result.metrics:
+        names = list(result.metrics)
+        typer.echo(f"{'member':>8}" + "".join(f"{n:>12}" for n in names))
+        for row, i in enumerate(result.members):
+            typer.echo(f"{i:>8}" + "".join(f"{result.metrics[n][row]:>12.4g}" for n in names))
+
+
+def _merge_params(weight, density, lam, gamma, epsilon, t, extra: list[str]) -> dict:
+    """Method parameters given on the command line (mergekit's names), numbers parsed."""
+    from .errors import MergeError
+
+    params: dict = {}
+    if weight is not None:
+        values = [float(v) for v in weight.split(",")]
+        params["weight"] = values[0] if len(values) == 1 else values
+    for name, value in (("density", density), ("lambda", lam), ("gamma", gamma), ("epsilon", epsilon), ("t", t)):
+        if value is not None:
+            params[name] = value
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MergeError(f"--param {item!r}: write key=value")
+        params[key] = _literal(value)
+    return params
+
+
+def _literal(text: str):
+    """A number, true/false, or the text itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _format_sweep(out: Path, plot: Path, table: list[dict]) -> str:
+    keys = list(table[0])
+    lines = [f"{out}: {len(table)} settings (plot: {plot})", "".join(f"{k:>14}" for k in keys)]
+    lines += ["".join(f"{row[k]:>14.4g}" for k in keys) for row in table]
+    return "\n".join(lines)
 
 
 @app.command("demo")

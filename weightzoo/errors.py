@@ -33,3 +33,8 @@ class ImportFormatError(WeightZooError):
 class HubError(WeightZooError):
     """A Hugging Face Hub operation failed: no token, a refused or missing repo, a lost
     connection, offline mode without a cached copy, or a download that fails its checksum."""
+
+
+class MergeError(WeightZooError):
+    """A merge or alignment request is invalid: an unknown method or parameter, a value out of
+    range, models that do not share an architecture or a base."""

@@ -177,7 +177,7 @@ class PermutationSpec:
             p = action.perms.get(g.name)
             if p is not None:
                 for ref in g.axes:
-                    out[ref.param] = _permute_axis(out[ref.param], ref, p, batch_dims)
+                    out[ref.param] = permute_axis(out[ref.param], ref, p, batch_dims)
         return out
 
     # -- serialization
@@ -236,6 +236,13 @@ def _split_axis(t: Tensor, ref: AxisRef, batch_dims: int) -> tuple[Tensor, int]:
     return t.reshape(*shape[:ax], n, ref.inner, *shape[ax + 1 :]), ax
 
 
+def neuron_rows(t: Tensor, ref: AxisRef, batch_dims: int) -> Tensor:
+    """``t`` as ``[*lead, n, rest]``: one row per neuron of axis ``ref``, holding every entry that
+    neuron indexes (its ``inner`` block and all other axes), for matching neurons across networks."""
+    v, ax = _split_axis(t, ref, batch_dims)
+    return v.movedim(ax, batch_dims).reshape(*t.shape[:batch_dims], v.shape[ax], -1)
+
+
 def _scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
     v, ax = _split_axis(t, ref, batch_dims)
     lead = s.shape[:-1]  # () or batch dims
@@ -243,7 +250,9 @@ def _scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
     return (v * s.to(v.dtype).reshape(bshape)).reshape(t.shape)
 
 
-def _permute_axis(t: Tensor, ref: AxisRef, perm: Tensor, batch_dims: int) -> Tensor:
+def permute_axis(t: Tensor, ref: AxisRef, perm: Tensor, batch_dims: int) -> Tensor:
+    """``t`` with the neurons of axis ``ref`` reordered: neuron ``i`` of the result is neuron ``perm[i]``
+    of ``t`` (``perm`` is ``[n]``, or ``[*lead, n]`` for one permutation per leading element)."""
     v, ax = _split_axis(t, ref, batch_dims)
     perm = perm.to(v.device)
     if perm.dim() == 1:
