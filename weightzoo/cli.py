@@ -457,8 +457,8 @@ def merge_cmd(
     store = open_zoo(zoo) if zoo is not None else None
     try:
         if files:
-            models = from_files(files, zoo=store, base=base)
             tasks = parse_members(members, len(store)) if (store is not None and members) else []
+            models = from_files(files, zoo=store, members=tasks, base=base)
         else:
             tasks = select_members(store, members, where)
             models = from_zoo(store, tasks, epoch=epoch, base=base)

@@ -98,30 +98,50 @@ class Functional:
         }
 
     @torch.no_grad()
-    def recompute_batchnorm(self, flat: Tensor, x: Tensor, batch_size: int = 256) -> Tensor:
-        """Weights ``[B, P]`` with every BatchNorm's running mean and variance recomputed as the
-        exact averages over ``x`` (batches of ``batch_size``, train-mode normalization), the rest
-        unchanged. Interpolated or merged BatchNorm networks need this: their stored statistics
-        belong to neither endpoint (Jordan et al. 2023, "REPAIR"; Ainsworth et al. 2023)."""
+    def recompute_batchnorm(self, flat: Tensor, x: Tensor) -> Tensor:
+        """Weights ``[B, P]`` with every BatchNorm's running mean and (unbiased) variance set to the
+        exact statistics of its inputs over all of ``x`` in eval mode, layer by layer in data-flow
+        order (so each layer sees its predecessors' recomputed statistics), the rest unchanged.
+        Interpolated or merged BatchNorm networks need this: their stored statistics belong to
+        neither endpoint (Jordan et al. 2023, "REPAIR"; Ainsworth et al. 2023)."""
         rows = self._rows(flat).clone()
-        if not self.has_batchnorm:
+        bns = [(name, m) for name, m in self.module.named_modules() if isinstance(m, _BATCHNORM)]
+        if not bns:
             return rows
         x = self._inputs(x)
-        bns = [m for m in self.module.modules() if isinstance(m, _BATCHNORM)]
-        momenta = [m.momentum for m in bns]
         for b in range(len(rows)):
-            self.module.load_state_dict(self.layout.unflatten(rows[b]), strict=False)
-            for m in bns:
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average over the batches
-                m.train()
-            for s in range(0, len(x), batch_size):
-                self.module(x[s : s + batch_size])
-            rows[b] = self.layout.flatten(self.module.state_dict()).to(self.device)
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        self.module.eval()
+            params = self.layout.unflatten(rows[b])
+            for name, bn in bns:
+                total = _Moments()
+                hook = bn.register_forward_pre_hook(lambda m, inputs, total=total: total.add(inputs[0]))
+                try:
+                    for s in range(0, len(x), CHUNK):
+                        functional_call(self.module, params, (x[s : s + CHUNK],))
+                finally:
+                    hook.remove()
+                params[f"{name}.running_mean"].copy_(total.mean())
+                params[f"{name}.running_var"].copy_(total.var())
         return rows
+
+
+class _Moments:
+    """Per-channel count, sum and sum of squares of ``[S, C, *spatial]`` tensors, in float64."""
+
+    def __init__(self) -> None:
+        self.n, self.s, self.ss = 0, 0.0, 0.0
+
+    def add(self, t: Tensor) -> None:
+        v = _neuron_last(t).double()
+        self.n += v.shape[0]
+        self.s = self.s + v.sum(0)
+        self.ss = self.ss + v.square().sum(0)
+
+    def mean(self) -> Tensor:
+        return (self.s / self.n).float()
+
+    def var(self) -> Tensor:
+        mean = self.s / self.n
+        return ((self.ss - self.n * mean.square()) / max(self.n - 1, 1)).clamp_min(0).float()
 
 
 def _neuron_last(out: Tensor) -> Tensor:

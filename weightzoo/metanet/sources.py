@@ -100,17 +100,22 @@ def _read(path: Path) -> dict[str, Tensor]:
         raise MergeError(f"{path}: {exc}") from None
 
 
-def from_files(paths: Sequence[str | Path], *, zoo: Any = None, base: str | Path | None = None) -> ModelSet:
-    """State-dict files of one architecture: the zoo's (checked against its layout) when ``zoo`` is
+def from_files(
+    paths: Sequence[str | Path], *, zoo: Any = None, members: Sequence[int] = (), base: str | Path | None = None
+) -> ModelSet:
+    """State-dict files of one architecture: the zoo's (checked against its layout; that of its
+    member ``members[0]`` when given, for zoos whose members differ in activation) when ``zoo`` is
     given, else the first file's (its architecture inferred when it is a plain conv/linear chain)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise MergeError("no state-dict files to merge")
     first = _read(paths[0])
     if zoo is not None:
-        layout, arch, spec, against = zoo.layout, zoo.attrs.get("architecture"), zoo.perm_spec, str(zoo.path)
         if zoo.mixed:
             raise MergeError(f"{zoo.path}: a mixed zoo has no single layout to check files against")
+        layout, arch, spec, against = zoo.layout, zoo.attrs.get("architecture"), zoo.perm_spec, str(zoo.path)
+        if members:
+            arch, spec = zoo.member_architecture(members[0]), zoo.member_perm_spec(members[0])
         rename = {n: n for n in layout.names}
     else:
         ref = Reference.of(paths[0], first)
