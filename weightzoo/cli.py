@@ -279,6 +279,9 @@ def metanet_train(
     epoch: int = typer.Option(-1, "--checkpoint", help="zoo checkpoint epoch to read (-1: the last)"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     arg: list[str] = typer.Option([], "--arg", help="model argument key=value (repeatable)"),
+    augment: str | None = typer.Option(
+        None, "--augment", help="weight-space augmentation of training batches, e.g. perm,noise:0.05,mixup:0.5"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a metanetwork; the best epoch on the validation split is kept and scored on test."""
@@ -286,8 +289,9 @@ def metanet_train(
     from .metanet.train import TrainOptions, check_device, train_metanet
 
     options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=check_device(device)
-    )
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=check_device(device),
+        augment=augment,
+    )  # fmt: skip
     run = train_metanet(
         zoo,
         task,

@@ -171,9 +171,9 @@ class PermutationSpec:
                 if not set(g.symmetries) & {"sign", "scale"}:
                     raise SpecError(f"group {g.name!r} allows only permutations, got a scale")
                 for ref in g.out_axes:
-                    out[ref.param] = _scale_axis(out[ref.param], ref, s, batch_dims)
+                    out[ref.param] = scale_axis(out[ref.param], ref, s, batch_dims)
                 for ref in g.in_axes:
-                    out[ref.param] = _scale_axis(out[ref.param], ref, 1.0 / s, batch_dims)
+                    out[ref.param] = scale_axis(out[ref.param], ref, 1.0 / s, batch_dims)
             p = action.perms.get(g.name)
             if p is not None:
                 for ref in g.axes:
@@ -243,7 +243,8 @@ def neuron_rows(t: Tensor, ref: AxisRef, batch_dims: int) -> Tensor:
     return v.movedim(ax, batch_dims).reshape(*t.shape[:batch_dims], v.shape[ax], -1)
 
 
-def _scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
+def scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
+    """``t`` with each neuron of axis ``ref`` multiplied by its entry of ``s`` (``[n]`` or ``[*lead, n]``)."""
     v, ax = _split_axis(t, ref, batch_dims)
     lead = s.shape[:-1]  # () or batch dims
     bshape = [*lead] + [1] * (ax - len(lead)) + [s.shape[-1]] + [1] * (v.dim() - ax - 1)

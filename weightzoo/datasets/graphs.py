@@ -21,7 +21,7 @@ from ..paramgraph import build_graphs, feature_dims
 from ..zoo.opener import open_zoo
 from ..zoo.store import ZooStore
 from .splits import select_members
-from .weights import load_targets
+from .weights import augment_batch, load_targets
 
 
 class GraphDataset(Dataset):
@@ -30,6 +30,8 @@ class GraphDataset(Dataset):
     Args mirror :class:`WeightDataset` (``zoo``, ``target``, ``epoch``, ``split``,
     ``fractions``, ``seed``, ``group_by``); ``node_dim``/``edge_dim`` fix the feature widths
     (default: the widest any member needs) and ``conv_mode`` is passed to the graph builder.
+    ``transform`` is a seeded weight-space augmentation (``weightzoo.metanet.augment``) applied to
+    each batch's weights (and targets, for MixUp) before the graphs are built.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class GraphDataset(Dataset):
         node_dim: int | None = None,
         edge_dim: int | None = None,
         conv_mode: str = "vector",
+        transform: Any = None,
     ) -> None:
         self.zoo = open_zoo(zoo)
         self.indices = select_members(self.zoo, split, fractions, seed, group_by)
@@ -54,7 +57,7 @@ class GraphDataset(Dataset):
         self._cache: dict = {}
         native = feature_dims(self.layouts, self.specs, conv_mode=conv_mode, cache=self._cache)
         self.node_dim, self.edge_dim = node_dim or native[0], edge_dim or native[1]
-        self.conv_mode = conv_mode
+        self.conv_mode, self.transform = conv_mode, transform
         self.targets, self.classes = load_targets(self.zoo, self.indices, target, epoch)
 
     def __len__(self) -> int:
@@ -62,8 +65,12 @@ class GraphDataset(Dataset):
 
     def __getitems__(self, positions: list[int]) -> Batch:
         pos = np.asarray(positions, dtype=np.int64)
+        flat = self.flat[torch.from_numpy(pos)]
+        targets = None if self.targets is None else self.targets[torch.from_numpy(pos)]
+        if self.transform is not None:
+            flat, targets = augment_batch(self.transform, flat, targets, self.indices[pos])
         batch = build_graphs(
-            self.flat[torch.from_numpy(pos)],
+            flat,
             [self.layouts[i] for i in self.layout_ids[pos]],
             [self.specs[i] for i in self.layout_ids[pos]],
             node_dim=self.node_dim,
@@ -71,9 +78,14 @@ class GraphDataset(Dataset):
             cache=self._cache,
             conv_mode=self.conv_mode,
         )
-        if self.targets is not None:
-            batch.y = self.targets[torch.from_numpy(pos)]
+        if targets is not None:
+            batch.y = targets
         return batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the augmentation draws for (set before each epoch's loader iteration)."""
+        if self.transform is not None:
+            self.transform.set_epoch(epoch)
 
     def __getitem__(self, i: int) -> Batch:
         return self.__getitems__([int(i)])

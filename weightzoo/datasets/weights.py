@@ -25,7 +25,7 @@ from ..zoo.opener import open_zoo
 from ..zoo.store import ZooStore
 from .splits import select_members
 
-Transform = Callable[[WeightSpace], WeightSpace]
+Transform = Callable[[WeightSpace], WeightSpace]  # or a seeded augmentation (see WeightDataset)
 
 
 @dataclass
@@ -98,6 +98,14 @@ def load_targets(
     return torch.stack([c.float() for c in columns], dim=1), None
 
 
+def augment_batch(
+    augmenter: Any, flat: Tensor, target: Tensor | None, members: np.ndarray
+) -> tuple[Tensor, Tensor | None]:
+    """A batch of zoo members ``members`` through a seeded augmentation, its generator drawn from
+    the members (so any loader worker draws the same)."""
+    return augmenter.flat(flat, target, augmenter.generator(members.tolist()), augmenter.groups(members))
+
+
 class WeightDataset(Dataset):
     """Members of a zoo at one checkpoint, with optional targets and a deterministic split.
 
@@ -109,7 +117,9 @@ class WeightDataset(Dataset):
         split: ``"train"``, ``"val"``, ``"test"`` or None for all members.
         fractions, seed: how splits are drawn; ``group_by`` keeps members that share the
             value(s) of these columns on one side of every split.
-        transform: applied to each gathered WeightSpace (a batch of members).
+        transform: applied to each gathered batch: a callable ``ws -> ws``, or a seeded weight-space
+            augmentation (``weightzoo.metanet.augment.parse(...).bind(zoo)``), which gets a generator
+            drawn from the batch's positions and the epoch (:meth:`set_epoch`) and may mix targets.
         in_memory: hold the parameters in RAM (default: when they fit in ``memory_limit`` bytes).
     """
 
@@ -162,11 +172,19 @@ class WeightDataset(Dataset):
         return torch.from_numpy(self._reader.read(self.rows[pos]))
 
     def _batch(self, positions) -> Prebatched:
-        ws = WeightSpace.from_flat(self.flat(positions), self.layout)
-        if self.transform is not None:
-            ws = self.transform(ws)
+        flat = self.flat(positions)
         target = None if self.targets is None else self.targets[torch.as_tensor(positions, dtype=torch.long)]
+        if getattr(self.transform, "seeded", False):
+            flat, target = augment_batch(self.transform, flat, target, self.indices[np.asarray(positions)])
+        ws = WeightSpace.from_flat(flat, self.layout)
+        if self.transform is not None and not getattr(self.transform, "seeded", False):
+            ws = self.transform(ws)
         return Prebatched(ws, target)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch a seeded augmentation draws for (set before each epoch's loader iteration)."""
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(epoch)
 
     def __getitem__(self, i: int):
         b = self._batch([int(i)])

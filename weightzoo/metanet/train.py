@@ -10,7 +10,8 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from .._fs import ensure_writable
 from ..errors import SpecError
 from ..zoo.opener import open_zoo
 from ..zoo.store import ZooStore
+from .augment import parse
 from .data import MetanetTask, Normalizer, SplitSpec, ZooMembers, load_members
 from .models import Metanet, build_metanet, model_kind
 from .run import RUN_FORMAT, RUN_VERSION, MetanetRun, score_members
@@ -38,6 +40,7 @@ class TrainOptions:
     seed: int = 0
     clip_grad: float = 10.0
     device: str = "cpu"
+    augment: str | None = None  # weight-space augmentation of training batches, e.g. "perm,noise:0.05"
 
 
 @dataclass
@@ -83,12 +86,26 @@ def train_metanet(
     normalizer = Normalizer.fit(raw["train"])
     target = _target_stats(task, raw["train"].targets)
 
+    augmenter = None
+    if options.augment:
+        classes = task.out_features if task.kind == "classification" else None
+        augmenter = parse(options.augment).bind(zoo, task.kind, classes, seed=options.seed)
     torch.manual_seed(options.seed)
     net = build_metanet(model, model_args, info, task.out_features)
     data = {name: net.prepare(normalizer.apply(m)) for name, m in raw.items()}
     net.fit_inputs(data["train"])
     net.to(options.device)
-    history = _fit(net, task, target, data["train"], data["val"], options, progress)
+
+    def augmented(pos: Tensor, epoch: int) -> ZooMembers:
+        """A training batch drawn afresh: raw weights through the augmentation, then normalized."""
+        batch = raw["train"].subset(pos)
+        augmenter.set_epoch(epoch)
+        generator = augmenter.generator(pos.tolist())
+        flat, y = augmenter.flat(batch.flat, batch.targets, generator, augmenter.groups(batch.indices))
+        return net.prepare(normalizer.apply(replace(batch, flat=flat, targets=y)))
+
+    batches = None if augmenter is None else augmented
+    history = _fit(net, task, target, data["train"], data["val"], options, progress, batches)
 
     config = {
         "format": RUN_FORMAT,
@@ -102,6 +119,7 @@ def train_metanet(
         "target": target,
         "options": asdict(options),
         "history": asdict(history),
+        "augment": None if augmenter is None else augmenter.pipeline.to_dict(),
         "zoo": {
             "path": str(zoo.path),
             "members": len(zoo),
@@ -124,7 +142,10 @@ def _fit(
     val: ZooMembers,
     options: TrainOptions,
     progress: bool,
+    batches: Callable[[Tensor, int], ZooMembers] | None = None,
 ) -> History:
+    """Train with AdamW and keep the best validation epoch; ``batches(positions, epoch)`` makes each
+    training batch (augmented) instead of taking it from ``train``."""
     from tqdm.auto import tqdm
 
     device = torch.device(options.device)
@@ -137,7 +158,7 @@ def _fit(
         net.train()
         t0 = time.perf_counter()
         for pos in torch.randperm(len(train), generator=gen).split(options.batch_size):
-            batch = train.subset(pos).to(device)
+            batch = (train.subset(pos) if batches is None else batches(pos, epoch)).to(device)
             loss = _loss(task, target, net(batch), batch.targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
