@@ -176,7 +176,15 @@ class SirenShift(Transform):
             raise self.fail(f"K must be a whole number >= 1 (k drawn from -K..K), got {self.arg:g}")
 
     def sites(self, nets: Networks) -> list[tuple[PermGroup, str, float]]:
-        """(group, its bias parameter, w0) for every hidden layer followed by a sine."""
+        """(group, its bias parameter, w0) for every hidden layer followed by a sine (found once per
+        architecture)."""
+        cache = self.__dict__.setdefault("_sites", {})
+        key = id(nets)
+        if key not in cache:
+            cache[key] = (nets, self._find_sites(nets))  # nets kept alive so its id stays its own
+        return cache[key][1]
+
+    def _find_sites(self, nets: Networks) -> list[tuple[PermGroup, str, float]]:
         if nets.architecture is None:
             return []
         module = archs.build_module(nets.architecture)
@@ -595,17 +603,3 @@ def parse(text: str) -> Pipeline:
     if len(mixes) > 1 or (mixes and transforms[-1] is not mixes[0]):
         raise AugmentError(f"augmentation {text!r}: at most one MixUp, and last (it mixes the transformed members)")
     return Pipeline(tuple(transforms))
-
-
-def describe() -> list[dict[str, Any]]:
-    """One row per transform: name, default argument, exact, what it changes (the README table)."""
-    return [
-        {
-            "name": t.name,
-            "default": t.default,
-            "exact": t.exact,
-            "what": (t.__doc__ or "").split("\n\n")[0].strip(),
-            "changes": t.changes,
-        }
-        for t in TRANSFORMS.values()
-    ]
