@@ -66,6 +66,11 @@ class Transform:
     changes: ClassVar[str] = ""  # for non-exact transforms: what they change
 
     def __init__(self, arg: float | None = None) -> None:
+        self.written = self.name if arg is None else f"{self.name}:{arg:g}"  # as the user wrote it
+        if arg is not None and self.default is None:
+            raise self.fail(f"{self.name} takes no argument; write {self.name}")
+        if arg is not None and not math.isfinite(arg):
+            raise self.fail(f"the argument must be a finite number, got {arg}")
         self.arg = self.default if arg is None else float(arg)
         self.validate()
 
@@ -79,7 +84,7 @@ class Transform:
         raise NotImplementedError
 
     def fail(self, why: str) -> AugmentError:
-        return AugmentError(f"augmentation {self.text!r}: {why}")
+        return AugmentError(f"augmentation {self.written!r}: {why}")
 
     @property
     def text(self) -> str:
@@ -224,7 +229,7 @@ class Noise(Transform):
     """Gaussian noise of ``sigma`` times each tensor's standard deviation (per member)."""
 
     name, exact, default = "noise", False, 0.1
-    changes = "every weight: adds N(0, (sigma * std of its tensor)^2)"
+    changes = "weights, biases and norm parameters: adds N(0, (sigma * std of its tensor)^2)"
 
     def validate(self) -> None:
         if self.arg <= 0:
@@ -233,6 +238,9 @@ class Noise(Transform):
     def __call__(self, params, nets, generator):
         out = {}
         for k, t in params.items():
+            if nets.layout[k].role == "other":  # running statistics are not weights (a variance must stay > 0)
+                out[k] = t
+                continue
             spread = t.reshape(len(t), -1).std(1).reshape(-1, *([1] * (t.dim() - 1))) if t[0].numel() > 1 else 1.0
             out[k] = t + self.arg * spread * torch.randn(t.shape, generator=generator).to(t)
         return out
@@ -273,7 +281,7 @@ class Prune(Transform):
                 continue
             flat = t.reshape(len(t), -1).abs()
             cut = torch.quantile(flat, self.arg, dim=1, keepdim=True)
-            out[k] = (t.reshape(len(t), -1) * (flat > cut)).reshape(t.shape)
+            out[k] = (t.reshape(len(t), -1) * (flat >= cut)).reshape(t.shape)
         return out
 
 
@@ -288,8 +296,12 @@ class _InputMove(Transform):
     exact = False
     changes = "the first layer's weights and bias: the INR draws its image moved"
 
+    translates: ClassVar[bool] = False
+
     def check(self, nets: Networks) -> None:
-        first = nets.layout.dense_layers()[0][0]
+        first, bias = nets.layout.dense_layers()[0]
+        if self.translates and bias is None:
+            raise self.fail(f"a translation needs the first layer's bias; {first.name} has none")
         if len(first.shape) != 2 or first.shape[1] != 2:
             raise self.fail(
                 f"input-space moves need a 2-D INR (a first Linear layer reading (x, y)); "
@@ -309,15 +321,17 @@ class _InputMove(Transform):
         out[weight.name] = w @ a_inv
         if bias is not None:
             out[bias.name] = params[bias.name] - (out[weight.name] @ t.to(w)[..., None])[..., 0]
-        elif t.abs().max() > 0:
-            raise self.fail(f"a translation needs the first layer's bias; {weight.name} has none")
         return out
 
 
 class Translate(_InputMove):
     """Translation by t ~ U[-a, a]^2 (default a = 0.1, in the INR's input units)."""
 
-    name, default = "translate", 0.1
+    name, default, translates = "translate", 0.1, True
+
+    def validate(self) -> None:
+        if self.arg <= 0:
+            raise self.fail(f"the range a must be > 0, got {self.arg:g}")
 
     def affine(self, b, generator):
         return torch.eye(2).expand(b, 2, 2), (2 * torch.rand(b, 2, generator=generator) - 1) * self.arg
@@ -327,6 +341,10 @@ class Rotate(_InputMove):
     """Rotation by an angle ~ U[-d, d] degrees (default 15) about the origin, counter-clockwise."""
 
     name, default = "rotate", 15.0
+
+    def validate(self) -> None:
+        if not 0 < self.arg <= 180:
+            raise self.fail(f"the angle range must be in (0, 180] degrees, got {self.arg:g}")
 
     def affine(self, b, generator):
         theta = torch.deg2rad((2 * torch.rand(b, generator=generator) - 1) * self.arg)
@@ -378,6 +396,8 @@ class MixUp(Transform):
         raise self.fail("MixUp needs the targets; call Augmenter, not the transform alone")
 
     def mix(self, params: Params, y: Tensor, nets: Networks, generator: torch.Generator) -> tuple[Params, Tensor]:
+        if y is None:
+            raise self.fail("MixUp mixes targets too; give the batch's targets (a dataset with a target)")
         b = _batch(params)
         partner = torch.randperm(b, generator=generator)
         lam = _beta(self.arg, b, generator)

@@ -73,6 +73,7 @@ def train_metanet(
     """
     if out is not None:
         ensure_writable(out)  # before the training it would be written after
+    pipeline = parse(options.augment) if options is not None and options.augment else None  # fail early
     zoo = open_zoo(zoo)
     options, split, model_args = options or TrainOptions(), split or SplitSpec(), dict(model_args or {})
     kind = model_kind(model)
@@ -87,9 +88,9 @@ def train_metanet(
     target = _target_stats(task, raw["train"].targets)
 
     augmenter = None
-    if options.augment:
+    if pipeline is not None:
         classes = task.out_features if task.kind == "classification" else None
-        augmenter = parse(options.augment).bind(zoo, task.kind, classes, seed=options.seed)
+        augmenter = pipeline.bind(zoo, task.kind, classes, seed=options.seed)
     torch.manual_seed(options.seed)
     net = build_metanet(model, model_args, info, task.out_features)
     data = {name: net.prepare(normalizer.apply(m)) for name, m in raw.items()}
