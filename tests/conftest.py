@@ -14,6 +14,23 @@ from torch import nn
 from weightzoo.zoo import archs
 from weightzoo.zoo.store import ZooStore
 
+# One network of every layer type the PermutationSpec covers: name -> (architecture, one input sample's
+# shape). MLPs have 10 inputs and 8 outputs (and the SIREN 8 outputs): with fewer, weight matching's
+# coordinate descent stalls on about 1 in 4 planted permutations (see test_align).
+LAYER_TYPE_NETS = {
+    "mlp": (archs.mlp(10, [7, 6], 8), (10,)),
+    "mlp-nobias": (archs.mlp(10, [7, 6], 8, bias=False), (10,)),
+    "mlp-layernorm": (archs.mlp(10, [7, 6], 8, norm="layernorm"), (10,)),
+    "mlp-batchnorm": (archs.mlp(10, [7, 6], 8, norm="batchnorm"), (10,)),
+    "cnn1d-gap": (archs.cnn(2, [4, 5], 3, dim=1), (2, 12)),
+    "cnn2d-gap-bn": (archs.cnn(1, [4, 5], 3, batchnorm=True), (1, 9, 9)),
+    "cnn2d-flatten": (archs.cnn(1, [3, 4], 2, head="flatten", flat_features=4 * 5 * 5), (1, 9, 9)),
+    "residual-mlp": (archs.residual_mlp(5, 6, 2, 3), (5,)),
+    "residual-mlp-layernorm": (archs.residual_mlp(5, 6, 2, 3, norm="layernorm"), (5,)),
+    "smallcnnzoo": (archs.small_cnn_zoo(), (1, 28, 28)),
+    "siren": (archs.siren(2, [16, 16], 8), (2,)),
+}
+
 
 def make_zoo(path, members=40, epochs=(0, 3), arch=None, chunk_members=8, seed=0):
     """A zoo of random members with a numeric, a string and a group hyperparameter and a metric."""

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_module
+from conftest import LAYER_TYPE_NETS, randomize_module
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.testing import assert_close
@@ -32,19 +32,7 @@ from weightzoo.zoo import archs
 # stall in a local optimum (test_weight_matching_can_stall_on_a_tiny_mlp); with only 5 inputs and 3
 # outputs (or SIREN's 2 -> 1) it does so for about 1 in 4 planted permutations, so the MLPs here have 10
 # inputs and 8 outputs, where 0 of 200 planted permutations per variant stalled (likewise SIREN 2 -> 8).
-NETS = {
-    "mlp": (archs.mlp(10, [7, 6], 8), (10,)),
-    "mlp-nobias": (archs.mlp(10, [7, 6], 8, bias=False), (10,)),
-    "mlp-layernorm": (archs.mlp(10, [7, 6], 8, norm="layernorm"), (10,)),
-    "mlp-batchnorm": (archs.mlp(10, [7, 6], 8, norm="batchnorm"), (10,)),
-    "cnn1d-gap": (archs.cnn(2, [4, 5], 3, dim=1), (2, 12)),
-    "cnn2d-gap-bn": (archs.cnn(1, [4, 5], 3, batchnorm=True), (1, 9, 9)),
-    "cnn2d-flatten": (archs.cnn(1, [3, 4], 2, head="flatten", flat_features=4 * 5 * 5), (1, 9, 9)),
-    "residual-mlp": (archs.residual_mlp(5, 6, 2, 3), (5,)),
-    "residual-mlp-layernorm": (archs.residual_mlp(5, 6, 2, 3, norm="layernorm"), (5,)),
-    "smallcnnzoo": (archs.small_cnn_zoo(), (1, 28, 28)),
-    "siren": (archs.siren(2, [16, 16], 8), (2,)),
-}
+NETS = LAYER_TYPE_NETS
 NAMES = list(NETS)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_module
+from conftest import LAYER_TYPE_NETS, randomize_module
 from torch.testing import assert_close
 
 from weightzoo.cli import main
@@ -39,19 +39,7 @@ from weightzoo.zoo.opener import open_zoo
 RTOL, ATOL = 1e-5, 1e-5  # float32; ATOL is relative to the largest output magnitude
 
 # name -> (architecture with a ReLU-like activation where it has one, shape of one input sample)
-NETS = {
-    "mlp": (archs.mlp(10, [7, 6], 8), (10,)),
-    "mlp-nobias": (archs.mlp(10, [7, 6], 8, bias=False), (10,)),
-    "mlp-layernorm": (archs.mlp(10, [7, 6], 8, norm="layernorm"), (10,)),
-    "mlp-batchnorm": (archs.mlp(10, [7, 6], 8, norm="batchnorm"), (10,)),
-    "cnn1d-gap": (archs.cnn(2, [4, 5], 3, dim=1), (2, 12)),
-    "cnn2d-gap-bn": (archs.cnn(1, [4, 5], 3, batchnorm=True), (1, 9, 9)),
-    "cnn2d-flatten": (archs.cnn(1, [3, 4], 2, head="flatten", flat_features=4 * 5 * 5), (1, 9, 9)),
-    "residual-mlp": (archs.residual_mlp(5, 6, 2, 3), (5,)),
-    "residual-mlp-layernorm": (archs.residual_mlp(5, 6, 2, 3, norm="layernorm"), (5,)),
-    "smallcnnzoo": (archs.small_cnn_zoo(), (1, 28, 28)),
-    "siren": (archs.siren(2, [16, 16], 1, w0=30), (2,)),
-}
+NETS = LAYER_TYPE_NETS
 RESIDUAL = ("residual-mlp", "residual-mlp-layernorm")  # one permutation group: the stream, permute only
 PLAIN = [n for n in NETS if n != "siren"]
 
