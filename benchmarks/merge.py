@@ -52,6 +52,8 @@ GRIDS: dict[str, dict[str, list]] = {
     "ties": {"density": [0.1, 0.2, 0.5], "lambda": [0.5, 1.0, 1.5]},
     "dare_linear": {"density": [0.1, 0.3, 0.5], "lambda": [0.5, 1.0]},
     "dare_ties": {"density": [0.1, 0.3, 0.5], "lambda": [0.5, 1.0]},
+    "della": {"density": [0.3, 0.5, 0.7], "epsilon": [0.1, 0.2], "lambda": [0.5, 1.0]},
+    "della_linear": {"density": [0.3, 0.5, 0.7], "epsilon": [0.1, 0.2], "lambda": [0.5, 1.0]},
     "breadcrumbs": {"density": [0.8, 0.9], "gamma": [0.01, 0.05], "lambda": [0.5, 1.0]},
     "breadcrumbs_ties": {"density": [0.8, 0.9], "gamma": [0.01, 0.05], "lambda": [0.5, 1.0]},
     "model_stock": {},

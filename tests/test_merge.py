@@ -304,7 +304,7 @@ def test_check_params_fills_defaults():
 def test_method_table():
     rows = method_table()
     assert [r["method"] for r in rows] == list(METHODS)
-    assert len(rows) == 9
+    assert len(rows) == 11
     assert all(set(r) == {"method", "parameters", "convention", "source"} and all(r.values()) for r in rows)
     ties = next(r for r in rows if r["method"] == "ties")
     assert (
@@ -368,3 +368,56 @@ def test_cuda_matches_cpu():
     assert_close(stock.cpu(), T([1.8284271, 1.4142136]))
     assert_close(merge("slerp", T([[3.0, 0], [0, 4]]).cuda()).cpu(), T([2.1213203, 2.8284271]))
     assert math.isfinite(float(merge("breadcrumbs", models, base=ONES.cuda(), density=0.5).sum()))
+
+
+# ----------------------------------------------------------------------------- DELLA
+
+
+def test_della_keep_probabilities_follow_magnitude_rank_by_hand():
+    from weightzoo.metanet.merge import della_probabilities
+
+    # magnitudes 1, 3, 2, 0.5 rank 1, 3, 2, 0 of 3: p = 0.3 + 0.4 * rank / 3
+    taus = torch.tensor([[1.0, -3.0, 2.0, 0.5]])
+    assert_close(della_probabilities(taus, 0.5, 0.2), torch.tensor([[0.3 + 0.4 / 3, 0.7, 0.3 + 0.8 / 3, 0.3]]))
+    # a weight matrix ranks within each row (output neuron)
+    rows = torch.tensor([[[1.0, 2.0], [5.0, -4.0]]])
+    assert_close(della_probabilities(rows, 0.5, 0.1), torch.tensor([[[0.4, 0.6], [0.6, 0.4]]]))
+
+
+def test_della_survivors_are_rescaled_by_their_own_keep_probability():
+    from weightzoo.metanet.merge import della_probabilities
+
+    g = torch.Generator().manual_seed(0)
+    tau = torch.randn(1, 200, generator=g)
+    base = torch.zeros(200)
+    merged = merge("della_linear", tau, base=base, density=0.5, epsilon=0.3, rescale="density", seed=4)
+    p = della_probabilities(tau, 0.5, 0.3)[0]
+    kept = merged != 0
+    assert 0.3 < kept.float().mean() < 0.7
+    assert_close(merged[kept], tau[0][kept] / p[kept])
+    # larger magnitudes survive more often
+    big = tau[0].abs() > tau[0].abs().median()
+    assert kept[big].float().mean() > kept[~big].float().mean()
+
+
+def test_della_with_epsilon_zero_is_dare_with_the_same_seed():
+    g = torch.Generator().manual_seed(1)
+    models, base = torch.randn(3, 50, generator=g), torch.randn(50, generator=g)
+    for della, dare in (("della_linear", "dare_linear"), ("della", "dare_ties")):
+        a = merge(della, models, base=base, density=0.4, epsilon=0.0, seed=7)
+        b = merge(dare, models, base=base, density=0.4, seed=7)
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"density": 0.5, "epsilon": 0.5}, "density - epsilon must be > 0"),
+        ({"density": 0.9, "epsilon": 0.2}, "at most 1"),
+        ({"epsilon": -0.1}, "epsilon must be in [0, 1)"),
+    ],
+)
+def test_della_epsilon_out_of_range_is_one_line(params, needle):
+    with pytest.raises(MergeError) as info:
+        merge("della", torch.ones(2, 4), base=torch.zeros(4), **params)
+    assert needle in str(info.value) and "\n" not in str(info.value) and "epsilon" in str(info.value)

@@ -417,8 +417,8 @@ def _write_outputs(result: dict, out: Path | None, plot: Path | None, draw) -> N
 
 
 MERGE_METHODS = (
-    "linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp, model_stock, "
-    "uniform_soup, greedy_soup"
+    "linear, task_arithmetic, ties, dare_linear, dare_ties, della, della_linear, breadcrumbs, breadcrumbs_ties, "
+    "slerp, model_stock, uniform_soup, greedy_soup"
 )
 
 
@@ -434,7 +434,7 @@ def merge_cmd(
     density: float | None = typer.Option(None, "--density", help="fraction of task-vector entries kept, in (0, 1]"),
     lam: float | None = typer.Option(None, "--lambda", help="scale of the merged task vector"),
     gamma: float | None = typer.Option(None, "--gamma", help="breadcrumbs: fraction of largest entries removed"),
-    epsilon: float | None = typer.Option(None, "--epsilon", help="method parameter epsilon (mergekit's name)"),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="della: keep probabilities span density +/- epsilon"),
     t: float | None = typer.Option(None, "--t", help="slerp: 0 gives the first model, 1 the second"),
     param: list[str] = typer.Option([], "--param", help="any other method parameter as key=value (repeatable)"),
     align: str | None = typer.Option(None, "--align", help="weight | activation: permute the models to one another"),

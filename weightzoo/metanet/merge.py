@@ -137,10 +137,11 @@ def random_mask(taus: Tensor, density: float, generator: torch.Generator | None 
     return torch.rand(taus.shape, generator=generator, device=taus.device) < density
 
 
-def rescale_masked(taus: Tensor, mask: Tensor, rescale: str, density: float) -> Tensor:
+def rescale_masked(taus: Tensor, mask: Tensor, rescale: str, density: float | Tensor) -> Tensor:
     """``taus * mask`` rescaled: ``"l1"`` restores each model's L1 norm over the tensor (mergekit's
-    ``rescale: true``), ``"density"`` divides by ``density`` (the DARE paper's 1 / (1 - p)),
-    ``"none"`` leaves the survivors as they are."""
+    ``rescale: true``), ``"density"`` divides each survivor by its keep probability (``density``, a
+    number or one per entry: the DARE paper's 1 / (1 - p), DELLA's 1 / p_i), ``"none"`` leaves the
+    survivors as they are."""
     masked = taus * mask
     if rescale == "density":
         return masked / density
@@ -150,6 +151,17 @@ def rescale_masked(taus: Tensor, mask: Tensor, rescale: str, density: float) -> 
         scale = torch.where(ok, before / after.clamp_min(_EPS), torch.ones_like(before))
         return masked * _expand(scale, masked)
     return masked
+
+
+def della_probabilities(taus: Tensor, density: float, epsilon: float) -> Tensor:
+    """DELLA's keep probabilities ``[K, *shape]``: within each row (output neuron; a 1-D tensor is
+    one row), linear in the entry's magnitude rank from ``density - epsilon`` (smallest) to
+    ``density + epsilon`` (largest), so the probabilities average ``density``."""
+    rows = _rows(taus, True) if taus.dim() >= 3 else taus.reshape(taus.shape[0], 1, -1)
+    n = rows.shape[-1]
+    ranks = rows.abs().argsort(-1).argsort(-1).to(taus.dtype)  # 0 for the smallest magnitude
+    spread = ranks / (n - 1) if n > 1 else torch.full_like(ranks, 0.5)
+    return ((density - epsilon) + 2 * epsilon * spread).view_as(taus)
 
 
 def dare_drop(taus: Tensor, density: float, generator: torch.Generator | None = None, rescale: str = "l1") -> Tensor:
@@ -225,7 +237,7 @@ def model_stock_ratio(taus: Tensor, filter_wise: bool = False) -> Tensor:
 #
 # Each takes ``models [K, *shape]``, ``base [*shape]`` (or None) and the checked arguments.
 
-Sparsifier = Callable[[Tensor, _Args], Tensor]  # task vectors -> keep mask
+Sparsifier = Callable[[Tensor, _Args], Tensor | tuple[Tensor, Tensor]]  # -> keep mask (and keep probabilities)
 
 
 def _magnitude(taus: Tensor, a: _Args) -> Tensor:
@@ -234,6 +246,12 @@ def _magnitude(taus: Tensor, a: _Args) -> Tensor:
 
 def _random(taus: Tensor, a: _Args) -> Tensor:
     return random_mask(taus, a.params["density"], a.generator)
+
+
+def _della(taus: Tensor, a: _Args) -> tuple[Tensor, Tensor]:
+    p = a.params
+    probs = della_probabilities(taus, p["density"], p["epsilon"])
+    return torch.rand(taus.shape, generator=a.generator, device=taus.device) < probs, probs
 
 
 def _outliers(taus: Tensor, a: _Args) -> Tensor:
@@ -254,7 +272,9 @@ def _generalized_task_arithmetic(
     p = a.params
     taus = models - base
     if sparsify is not None:
-        taus = rescale_masked(taus, sparsify(taus, a), p["rescale"], p["density"])
+        kept = sparsify(taus, a)
+        mask, probability = kept if isinstance(kept, tuple) else (kept, p["density"])
+        taus = rescale_masked(taus, mask, p["rescale"], probability)
     if consensus:
         sign = elect_sign(taus, a.weights, p["consensus_method"])
         merged = disjoint_mean(taus, a.weights, sign, normalize=p["normalize"])
@@ -283,6 +303,14 @@ def _dare_ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
     return _generalized_task_arithmetic(models, base, a, _random, consensus=True)
 
 
+def _della_linear(models: Tensor, base: Tensor, a: _Args) -> Tensor:
+    return _generalized_task_arithmetic(models, base, a, _della)
+
+
+def _della_ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
+    return _generalized_task_arithmetic(models, base, a, _della, consensus=True)
+
+
 def _breadcrumbs(models: Tensor, base: Tensor, a: _Args) -> Tensor:
     return _generalized_task_arithmetic(models, base, a, _outliers)
 
@@ -305,6 +333,7 @@ def _model_stock(models: Tensor, base: Tensor, a: _Args) -> Tensor:
 # ----------------------------------------------------------------------------- registry
 
 _GTA = {"weight": 1.0, "density": 1.0, "lambda": 1.0}
+_DELLA = {"weight": 1.0, "density": 0.7, "epsilon": 0.15, "lambda": 1.0, "normalize": False, "rescale": "l1", "seed": 0}
 _BREADCRUMBS = {"weight": 1.0, "density": 0.99, "gamma": 0.01, "lambda": 1.0, "normalize": False, "rescale": "none"}
 _TIES_PAPER = (
     "the TIES paper's code trims over the whole flattened model (layout=None here), elects from unweighted task "
@@ -374,6 +403,30 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "Yu et al. 2024 (DARE) with Yadav et al. 2023 (TIES); mergekit generalized_task_arithmetic.py",
         ),
         _dare_ties,
+    ),
+    (
+        MergeMethod(
+            "della",
+            {**_DELLA, "consensus_method": "sum"},
+            True,
+            (1, None),
+            "DARE with magnitude-ranked drops: within each row (output neuron) an entry survives with a probability "
+            "linear in its magnitude rank from density - epsilon to density + epsilon, survivors rescaled (rescale="
+            "'l1' as mergekit's default, or 'density': by 1/p_i as the DELLA paper), then the TIES sign election.",
+            "Deep et al. 2024 (DELLA-Merging); mergekit generalized_task_arithmetic.py, sparsify.py",
+        ),
+        _della_ties,
+    ),
+    (
+        MergeMethod(
+            "della_linear",
+            dict(_DELLA),
+            True,
+            (1, None),
+            "DELLA's magnitude-ranked drops and rescale (see della), then task arithmetic without sign election.",
+            "Deep et al. 2024 (DELLA-Merging); mergekit generalized_task_arithmetic.py",
+        ),
+        _della_linear,
     ),
     (
         MergeMethod(
@@ -494,6 +547,7 @@ def _weight(method: str, value: Any, n_models: int) -> float | list[float]:
 _CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
     "density": lambda m, n, v: _in_range(m, n, v, "(0, 1]", lambda x: 0 < x <= 1),
     "gamma": lambda m, n, v: _in_range(m, n, v, "[0, 1)", lambda x: 0 <= x < 1),
+    "epsilon": lambda m, n, v: _in_range(m, n, v, "[0, 1)", lambda x: 0 <= x < 1),
     "t": lambda m, n, v: _in_range(m, n, v, "[0, 1]", lambda x: 0 <= x <= 1),
     "lambda": _number,
     "normalize": _flag,
@@ -541,6 +595,12 @@ def check_params(method: str, params: Mapping[str, Any], n_models: int, has_base
             method,
             f"gamma + density must be at most 1 (outliers dropped plus entries kept), got gamma={out['gamma']} and "
             f"density={out['density']}; lower one of them",
+        )
+    if "epsilon" in out and not (out["density"] - out["epsilon"] > 0 and out["density"] + out["epsilon"] <= 1):
+        raise _fail(
+            method,
+            f"density - epsilon must be > 0 and density + epsilon at most 1 (the keep probabilities), got "
+            f"density={out['density']} and epsilon={out['epsilon']}; lower epsilon",
         )
     if out.get("normalize") and "weight" in out:
         total = sum(out["weight"]) if isinstance(out["weight"], list) else out["weight"] * n_models
