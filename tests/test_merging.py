@@ -278,3 +278,26 @@ def test_ratatouille_specs_build_and_average(ft_zoo, tmp_path, monkeypatch):
         result = merge_models(from_zoo(rat, target), "uniform_soup", evaluate=True)
         torch.testing.assert_close(result.flat, rat.params(target).mean(0))
         assert result.metrics["test_acc"].shape == (len(target),)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_alignment_merging_and_augmentation_on_cuda():
+    from weightzoo.metanet.align import Aligner
+    from weightzoo.metanet.augment import parse
+
+    arch = archs.mlp(10, [7, 6], 8)
+    net = Functional(arch, device="cuda")
+    g = torch.Generator().manual_seed(0)
+    flat = (torch.randn(net.layout.size, generator=g) * 0.5).cuda()
+    x = torch.randn(64, 10, generator=g).cuda()
+    moved = apply_flat(net.layout, net.spec, flat, net.spec.random_action(g, sign=False, scale=None))
+    for method in ("weight", "activation"):
+        aligned, _ = Aligner(net.layout, net.spec, method, net, x).align(flat, moved)
+        torch.testing.assert_close(aligned, flat)
+    merged = merge("dare_ties", torch.stack([flat, moved]), base=torch.zeros_like(flat), layout=net.layout, density=0.5)
+    assert merged.device.type == "cuda"
+    aug = parse("perm,scale,noise:0.05,mixup-hard:0.5").bind_architecture(arch, "classification", 8)
+    out, y = aug.flat(flat.expand(4, -1).clone(), torch.arange(4, device="cuda"), torch.Generator().manual_seed(1))
+    assert out.device.type == "cuda" and y.device.type == "cuda"
+    exact = parse("perm,scale").bind_architecture(arch).flat(flat.expand(4, -1).clone(), None, torch.Generator())[0]
+    torch.testing.assert_close(net.outputs(exact, x), net.outputs(flat, x).expand(4, -1, -1), atol=1e-5, rtol=1e-4)

@@ -248,7 +248,7 @@ def scale_axis(t: Tensor, ref: AxisRef, s: Tensor, batch_dims: int) -> Tensor:
     v, ax = _split_axis(t, ref, batch_dims)
     lead = s.shape[:-1]  # () or batch dims
     bshape = [*lead] + [1] * (ax - len(lead)) + [s.shape[-1]] + [1] * (v.dim() - ax - 1)
-    return (v * s.to(v.dtype).reshape(bshape)).reshape(t.shape)
+    return (v * s.to(v.device, v.dtype).reshape(bshape)).reshape(t.shape)
 
 
 def permute_axis(t: Tensor, ref: AxisRef, perm: Tensor, batch_dims: int) -> Tensor:

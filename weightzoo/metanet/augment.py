@@ -416,7 +416,7 @@ class MixUp(Transform):
         if nets.target_kind == "regression":
             return _lerp(y.float(), y.float()[partner], lam)
         if self.labels == "hard":
-            return torch.where(lam >= 0.5, y, y[partner])
+            return torch.where(lam.to(y.device) >= 0.5, y, y[partner])
         soft = F.one_hot(y, nets.num_classes).float() if y.dim() == 1 else y.float()
         return _lerp(soft, soft[partner], lam)
 
