@@ -210,3 +210,34 @@ def test_runs_on_cuda():
     out = net(batch)
     assert out.device.type == "cuda" and out.shape == (2, 1)
     torch.testing.assert_close(out[1:], net(build_graphs(flat[1:], layouts[1:], specs[1:], node_dim=1, edge_dim=9)))
+
+
+def _saved_bytes(net, graphs) -> int:
+    """Bytes of the tensors autograd keeps for backward (by storage)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(graphs).pow(2).sum().backward()
+    return sum(seen.values())
+
+
+def test_recompute_gives_the_same_outputs_and_gradients_with_less_memory():
+    builder, _, _, flat = _setup("mlp", batch=8)
+    graphs = builder.build(flat.float())
+    torch.manual_seed(0)
+    plain = GMN(builder.node_dim, builder.edge_dim, hidden=16, layers=3)
+    lean = copy.deepcopy(plain)
+    lean.recompute = True
+    out_plain, out_lean = plain(graphs), lean(graphs)
+    torch.testing.assert_close(out_lean, out_plain, rtol=0, atol=0)
+    out_plain.pow(2).sum().backward()
+    out_lean.pow(2).sum().backward()
+    for a, b in zip(plain.parameters(), lean.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-7)
+    plain.zero_grad()
+    lean.zero_grad()
+    assert _saved_bytes(lean, graphs) < 0.5 * _saved_bytes(plain, graphs)

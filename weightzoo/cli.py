@@ -254,11 +254,16 @@ def _model_args(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SpecError(f"--arg {item!r}: write key=value, e.g. --arg hidden=128 or --arg 'hidden=[64,64]'")
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
+        args[key] = _value(value)
     return args
+
+
+def _value(text: str):
+    """A command-line value: JSON when it parses (numbers, true/false, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _format_scores(scores: dict) -> str:
@@ -505,20 +510,8 @@ def _merge_params(weight, density, lam, gamma, epsilon, t, extra: list[str]) -> 
         key, sep, value = item.partition("=")
         if not sep:
             raise MergeError(f"--param {item!r}: write key=value")
-        params[key] = _literal(value)
+        params[key] = _value(value)
     return params
-
-
-def _literal(text: str):
-    """A number, true/false, or the text itself."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _format_sweep(out: Path, plot: Path, table: list[dict]) -> str:
