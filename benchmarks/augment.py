@@ -12,13 +12,12 @@ first use into ``--zoos`` (``--quick``: the ``tiny-`` specs). Last, one JSON lin
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 from timing import timed
-from zoos import built
+from zoos import built, zoo_arguments
 
 from weightzoo.metanet.augment import AugmentError, parse
 from weightzoo.metanet.dws import DWSNet
@@ -80,12 +79,8 @@ def report(name: str, path: Path, figures: dict, quick: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the tiny- zoos, one timing each")
-    parser.add_argument("--zoos", type=Path, default=Path(__file__).parent / ".zoos", help="where zoos are built")
-    args = parser.parse_args()
+    args = zoo_arguments(__doc__, "the tiny- zoos, one timing each")
     figures: dict = {"quick": args.quick}
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for name in TRANSFORMS:
         spec = f"tiny-{name}" if args.quick else name
         report(name, built(spec, args.zoos)[0], figures, args.quick)

@@ -24,7 +24,6 @@ pair. Last, one JSON line of the figures.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from timing import timed
-from zoos import built
+from zoos import built, zoo_arguments
 
 from weightzoo.metanet.align import Aligner
 from weightzoo.metanet.connectivity import member_connectivity, member_pair
@@ -296,10 +295,7 @@ def speed_section(folder: Path, quick: bool, figures: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer pairs, widths and epochs; tiny fine-tuning zoos")
-    parser.add_argument("--zoos", type=Path, default=Path(__file__).parent / ".zoos", help="where zoos are built")
-    args = parser.parse_args()
+    args = zoo_arguments(__doc__, "fewer pairs, widths and epochs; tiny fine-tuning zoos")
     figures: dict = {"quick": args.quick}
     start = time.perf_counter()
     barrier_section(args.zoos, args.quick, figures)

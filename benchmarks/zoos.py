@@ -26,6 +26,14 @@ SPECS = ("mnist5k-inr", "mnist5k-smallcnn", "mnist1d-finetune", "mnist1d-tasks")
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def zoo_arguments(doc: str, quick: str) -> argparse.Namespace:
+    """The command line every zoo benchmark takes: ``--quick`` (what it shortens) and ``--zoos DIR``."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--zoos", type=Path, default=Path(__file__).with_name(".zoos"), help="where zoos are kept")
+    return parser.parse_args()
+
+
 def built(name: str, folder: Path, spec: dict | None = None) -> tuple[Path, float | None]:
     """The zoo of spec ``spec`` (default: the shipped spec ``name``) as ``folder/name.zarr``, built now
     if missing, and its recorded build seconds."""
@@ -100,10 +108,7 @@ def tasks_report(path: Path, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the tiny- specs (seconds)")
-    parser.add_argument("--zoos", type=Path, default=Path(__file__).with_name(".zoos"), help="where zoos are kept")
-    args = parser.parse_args()
+    args = zoo_arguments(__doc__, "the tiny- specs (seconds)")
     args.zoos.mkdir(parents=True, exist_ok=True)
     reports = (inr_report, cnn_report, finetune_report, tasks_report)
     result: dict = {}

@@ -174,10 +174,11 @@ class WeightDataset(Dataset):
     def _batch(self, positions) -> Prebatched:
         flat = self.flat(positions)
         target = None if self.targets is None else self.targets[torch.as_tensor(positions, dtype=torch.long)]
-        if getattr(self.transform, "seeded", False):
+        seeded = getattr(self.transform, "seeded", False)
+        if seeded:
             flat, target = augment_batch(self.transform, flat, target, self.indices[np.asarray(positions)])
         ws = WeightSpace.from_flat(flat, self.layout)
-        if self.transform is not None and not getattr(self.transform, "seeded", False):
+        if self.transform is not None and not seeded:
             ws = self.transform(ws)
         return Prebatched(ws, target)
 

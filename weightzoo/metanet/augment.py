@@ -18,8 +18,10 @@ datasets and the metanet trainer call per batch (``Augmenter(ws, generator)`` on
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -57,13 +59,15 @@ class Networks:
         return () if self.spec is None else self.spec.groups
 
 
-class Transform:
-    """One augmentation; ``arg`` is its number in the augmentation string (None: the default)."""
+class Transform(ABC):
+    """One augmentation; ``arg`` is its number in the augmentation string (None: the default).
+    Subclasses say what a batch becomes (``__call__``) and which networks can take it (``check``)."""
 
     name: ClassVar[str]
     exact: ClassVar[bool]
     default: ClassVar[float | None] = None
     changes: ClassVar[str] = ""  # for non-exact transforms: what they change
+    bounds: ClassVar[tuple[str, float, float] | None] = None  # (symbol, lo, hi): the argument in (lo, hi)
 
     def __init__(self, arg: float | None = None) -> None:
         self.written = self.name if arg is None else f"{self.name}:{arg:g}"  # as the user wrote it
@@ -75,13 +79,20 @@ class Transform:
         self.validate()
 
     def validate(self) -> None:
-        """Check the argument (AugmentError naming the transform)."""
+        """Check the argument against ``bounds`` (AugmentError naming the transform)."""
+        if self.bounds is not None:
+            symbol, lo, hi = self.bounds
+            if not lo < self.arg < hi:
+                shown = f"> {lo:g}" if math.isinf(hi) else f"in ({lo:g}, {hi:g})"
+                raise self.fail(f"{symbol} must be {shown}, got {self.arg:g}")
 
     def check(self, nets: Networks) -> None:
-        """Raise AugmentError if the networks cannot take this transform."""
+        """Raise AugmentError if the networks cannot take this transform (default: any can)."""
+        return None
 
+    @abstractmethod
     def __call__(self, params: Params, nets: Networks, generator: torch.Generator) -> Params:
-        raise NotImplementedError
+        """The batch ``{name: [B, *shape]}`` transformed, a random draw per member."""
 
     def fail(self, why: str) -> AugmentError:
         return AugmentError(f"augmentation {self.written!r}: {why}")
@@ -96,10 +107,6 @@ class Transform:
 
 def _batch(params: Params) -> int:
     return next(iter(params.values())).shape[0]
-
-
-def _uniform(generator: torch.Generator, shape: Sequence[int], lo: float, hi: float, like: Tensor) -> Tensor:
-    return (lo + (hi - lo) * torch.rand(*shape, generator=generator)).to(like.device, like.dtype)
 
 
 # ----------------------------------------------------------------------------- exact symmetries
@@ -122,8 +129,9 @@ class _GroupActionTransform(Transform):
 
     missing: ClassVar[str] = ""
 
+    @abstractmethod
     def action(self, groups: list[PermGroup], b: int, generator: torch.Generator) -> GroupAction:
-        raise NotImplementedError
+        """A random action of ``groups`` for each of ``b`` members."""
 
     def __call__(self, params: Params, nets: Networks, generator: torch.Generator) -> Params:
         action = self.action(self.usable(nets), _batch(params), generator)
@@ -158,9 +166,7 @@ class Rescale(_GroupActionTransform):
     name, symmetry, default = "scale", "scale", 2.0
     missing = "positive rescaling keeps the function only after ReLU-like activations; this network has none"
 
-    def validate(self) -> None:
-        if self.arg <= 1:
-            raise self.fail(f"the range r must be > 1 (scales in [1/r, r]), got {self.arg:g}")
+    bounds = ("r", 1.0, math.inf)
 
     def action(self, groups, b, generator):
         r = math.log(self.arg)
@@ -181,31 +187,11 @@ class SirenShift(Transform):
             raise self.fail(f"K must be a whole number >= 1 (k drawn from -K..K), got {self.arg:g}")
 
     def sites(self, nets: Networks) -> list[tuple[PermGroup, str, float]]:
-        """(group, its bias parameter, w0) for every hidden layer followed by a sine (found once per
-        architecture)."""
-        cache = self.__dict__.setdefault("_sites", {})
-        key = id(nets)
-        if key not in cache:
-            cache[key] = (nets, self._find_sites(nets))  # nets kept alive so its id stays its own
-        return cache[key][1]
-
-    def _find_sites(self, nets: Networks) -> list[tuple[PermGroup, str, float]]:
-        if nets.architecture is None:
+        """(group, its bias parameter, w0) for every hidden layer followed by a sine."""
+        if nets.architecture is None or nets.spec is None:
             return []
-        module = archs.build_module(nets.architecture)
-        leaves = [(n, m) for n, m in module.named_modules() if next(m.children(), None) is None]
-        out = []
-        for g in nets.groups:
-            biases = [r.param for r in g.out_axes if r.param.endswith(".bias")]
-            producer = g.out_axes[0].param.rpartition(".")[0] if g.out_axes else None
-            names = [n for n, _ in leaves]
-            if not biases or producer not in names:
-                continue
-            later = leaves[names.index(producer) + 1 :]
-            after = next((m for _, m in later if module_kind(m) is None and not isinstance(m, nn.Dropout)), None)
-            if isinstance(after, archs.Sine):
-                out.append((g, biases[0], after.w0))
-        return out
+        found = _sine_sites(json.dumps(nets.architecture, sort_keys=True))
+        return [(nets.spec[name], bias, w0) for name, bias, w0 in found]
 
     def check(self, nets: Networks) -> None:
         if not self.sites(nets):
@@ -222,6 +208,26 @@ class SirenShift(Transform):
         return out
 
 
+@functools.lru_cache(maxsize=64)
+def _sine_sites(architecture: str) -> tuple[tuple[str, str, float], ...]:
+    """(group name, bias parameter, w0) of each hidden layer of a JSON architecture that a sine
+    activation follows (found once per architecture: it builds the module)."""
+    module, _, spec = archs.describe(json.loads(architecture))
+    leaves = [(n, m) for n, m in module.named_modules() if next(m.children(), None) is None]
+    names = [n for n, _ in leaves]
+    out = []
+    for g in spec.groups:
+        biases = [r.param for r in g.out_axes if r.param.endswith(".bias")]
+        producer = g.out_axes[0].param.rpartition(".")[0] if g.out_axes else None
+        if not biases or producer not in names:
+            continue
+        later = leaves[names.index(producer) + 1 :]
+        after = next((m for _, m in later if module_kind(m) is None and not isinstance(m, nn.Dropout)), None)
+        if isinstance(after, archs.Sine):
+            out.append((g.name, biases[0], after.w0))
+    return tuple(out)
+
+
 # ----------------------------------------------------------------------------- inexact transforms
 
 
@@ -231,9 +237,7 @@ class Noise(Transform):
     name, exact, default = "noise", False, 0.1
     changes = "weights, biases and norm parameters: adds N(0, (sigma * std of its tensor)^2)"
 
-    def validate(self) -> None:
-        if self.arg <= 0:
-            raise self.fail(f"sigma must be > 0, got {self.arg:g}")
+    bounds = ("sigma", 0.0, math.inf)
 
     def __call__(self, params, nets, generator):
         out = {}
@@ -252,9 +256,7 @@ class WeightDropout(Transform):
     name, exact, default = "dropout", False, 0.1
     changes = "weights and biases: each set to 0 with probability p"
 
-    def validate(self) -> None:
-        if not 0 < self.arg < 1:
-            raise self.fail(f"p must be in (0, 1), got {self.arg:g}")
+    bounds = ("p", 0.0, 1.0)
 
     def __call__(self, params, nets, generator):
         return {
@@ -269,9 +271,7 @@ class Prune(Transform):
     name, exact, default = "prune", False, 0.2
     changes = "weights and biases: the fraction q of smallest magnitude in each tensor set to 0"
 
-    def validate(self) -> None:
-        if not 0 < self.arg < 1:
-            raise self.fail(f"q must be in (0, 1), got {self.arg:g}")
+    bounds = ("q", 0.0, 1.0)
 
     def __call__(self, params, nets, generator):
         out = {}
@@ -308,9 +308,9 @@ class _InputMove(Transform):
                 f"{first.name} is {list(first.shape)}"
             )
 
+    @abstractmethod
     def affine(self, b: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``A [B, 2, 2]`` and ``t [B, 2]``."""
-        raise NotImplementedError
+        """The moves ``x -> A x + t`` of ``b`` members: ``A [b, 2, 2]`` and ``t [b, 2]``."""
 
     def __call__(self, params, nets, generator):
         weight, bias = nets.layout.dense_layers()[0]
@@ -329,9 +329,7 @@ class Translate(_InputMove):
 
     name, default, translates = "translate", 0.1, True
 
-    def validate(self) -> None:
-        if self.arg <= 0:
-            raise self.fail(f"the range a must be > 0, got {self.arg:g}")
+    bounds = ("a", 0.0, math.inf)
 
     def affine(self, b, generator):
         return torch.eye(2).expand(b, 2, 2), (2 * torch.rand(b, 2, generator=generator) - 1) * self.arg
@@ -357,9 +355,7 @@ class Zoom(_InputMove):
 
     name, default = "zoom", 1.2
 
-    def validate(self) -> None:
-        if self.arg <= 1:
-            raise self.fail(f"the range r must be > 1, got {self.arg:g}")
+    bounds = ("r", 1.0, math.inf)
 
     def affine(self, b, generator):
         s = torch.exp(math.log(self.arg) * (2 * torch.rand(b, generator=generator) - 1))
@@ -380,9 +376,7 @@ class MixUp(Transform):
     labels: ClassVar[str] = "soft"
     partner: ClassVar[str] = "plain"
 
-    def validate(self) -> None:
-        if self.arg <= 0:
-            raise self.fail(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {self.arg:g}")
+    bounds = ("alpha", 0.0, math.inf)
 
     def check(self, nets: Networks) -> None:
         if nets.target_kind is None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import MergeError
-from .align import METHODS, Aligner, Alignment
+from .align import METHODS, Aligner, Alignment, check_method
 from .functional import Functional
 from .interpolate import Curve, interpolation_curve
 
@@ -91,11 +91,10 @@ def member_connectivity(
 ) -> ConnectivityReport:
     """Curves from member ``a`` to member ``b`` (naive, then each alignment method of ``methods``)."""
     for m in methods:
-        if m not in METHODS:
-            raise MergeError(f"alignment method {m!r} is not one of {', '.join(METHODS)}")
+        check_method(m)
     wa, wb, net = member_pair(zoo, a, b, epoch)
-    data = zoo.task_data(a)
-    prepare = (lambda path: net.recompute_batchnorm(path, data.x_train).cpu()) if net.has_batchnorm else None
+    x = zoo.task_data(a).x_train if "activation" in methods or net.has_batchnorm else None  # A's training inputs
+    prepare = (lambda path: net.recompute_batchnorm(path, x).cpu()) if net.has_batchnorm else None
 
     def evaluate(path: torch.Tensor) -> dict[str, np.ndarray]:
         return zoo.evaluate(path, a, device=device)
@@ -103,7 +102,7 @@ def member_connectivity(
     curves = {"naive": interpolation_curve(wa, wb, evaluate, lambdas, prepare=prepare)}
     alignment: dict[str, dict[str, Any]] = {}
     for method in methods:
-        aligner = Aligner(net.layout, net.spec, method, net, data.x_train, seed=seed)
+        aligner = Aligner(net.layout, net.spec, method, net, x, seed=seed)
         start = time.perf_counter()
         moved, found = aligner.align(wa, wb)
         alignment[method] = _alignment_info(found, time.perf_counter() - start)

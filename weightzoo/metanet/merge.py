@@ -8,6 +8,7 @@ over; where a paper's own code differs, the difference is an option and each met
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,40 +284,13 @@ def _generalized_task_arithmetic(
     return base + p["lambda"] * merged
 
 
-def _task_arithmetic(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a)
+def _gta(sparsify: Sparsifier | None = None, consensus: bool = False) -> Callable[[Tensor, Tensor, _Args], Tensor]:
+    """One method of the generalized task arithmetic family: its sparsifier and whether signs are elected."""
+    return functools.partial(_generalized_task_arithmetic, sparsify=sparsify, consensus=consensus)
 
 
 def _linear(models: Tensor, base: Tensor | None, a: _Args) -> Tensor:
     return _weighted_sum(models, a.weights, a.params["normalize"])
-
-
-def _ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _magnitude, consensus=True)
-
-
-def _dare_linear(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _random)
-
-
-def _dare_ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _random, consensus=True)
-
-
-def _della_linear(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _della)
-
-
-def _della_ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _della, consensus=True)
-
-
-def _breadcrumbs(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _outliers)
-
-
-def _breadcrumbs_ties(models: Tensor, base: Tensor, a: _Args) -> Tensor:
-    return _generalized_task_arithmetic(models, base, a, _outliers, consensus=True)
 
 
 def _slerp(models: Tensor, base: Tensor | None, a: _Args) -> Tensor:
@@ -363,7 +337,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "(mergekit's default for task_arithmetic is normalize=False).",
             "Ilharco et al. 2023 (Editing Models with Task Arithmetic); mergekit generalized_task_arithmetic.py",
         ),
-        _task_arithmetic,
+        _gta(),
     ),
     (
         MergeMethod(
@@ -376,7 +350,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             f"and agreeing entries averaged with weights, then base + lambda * merged; {_TIES_PAPER}.",
             "Yadav et al. 2023 (TIES-Merging); mergekit generalized_task_arithmetic.py, sparsify.py",
         ),
-        _ties,
+        _gta(_magnitude, consensus=True),
     ),
     (
         MergeMethod(
@@ -390,7 +364,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "Yu et al. 2024 (Language Models are Super Mario, DARE); mergekit generalized_task_arithmetic.py, "
             "sparsify.py",
         ),
-        _dare_linear,
+        _gta(_random),
     ),
     (
         MergeMethod(
@@ -402,7 +376,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "then the TIES sign election; agreeing entries are summed (mergekit's normalize=False) or averaged.",
             "Yu et al. 2024 (DARE) with Yadav et al. 2023 (TIES); mergekit generalized_task_arithmetic.py",
         ),
-        _dare_ties,
+        _gta(_random, consensus=True),
     ),
     (
         MergeMethod(
@@ -415,7 +389,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "'l1' as mergekit's default, or 'density': by 1/p_i as the DELLA paper), then the TIES sign election.",
             "Deep et al. 2024 (DELLA-Merging); mergekit generalized_task_arithmetic.py, sparsify.py",
         ),
-        _della_ties,
+        _gta(_della, consensus=True),
     ),
     (
         MergeMethod(
@@ -426,7 +400,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "DELLA's magnitude-ranked drops and rescale (see della), then task arithmetic without sign election.",
             "Deep et al. 2024 (DELLA-Merging); mergekit generalized_task_arithmetic.py",
         ),
-        _della_linear,
+        _gta(_della),
     ),
     (
         MergeMethod(
@@ -440,7 +414,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "density=1.0 keeps everything and ignores gamma.",
             "Davari & Belilovsky 2024 (Model Breadcrumbs); mergekit generalized_task_arithmetic.py, sparsify.py",
         ),
-        _breadcrumbs,
+        _gta(_outliers),
     ),
     (
         MergeMethod(
@@ -453,7 +427,7 @@ _REGISTRY: list[tuple[MergeMethod, Callable[[Tensor, Tensor | None, _Args], Tens
             "Davari & Belilovsky 2024 (Model Breadcrumbs) with Yadav et al. 2023 (TIES); mergekit "
             "generalized_task_arithmetic.py",
         ),
-        _breadcrumbs_ties,
+        _gta(_outliers, consensus=True),
     ),
     (
         MergeMethod(

@@ -119,7 +119,9 @@ def merge_models(
         params = {"seed": seed, **params}  # one --seed for DARE's drops and the alignment
     filled = _check(method, params, models)
     members = list(eval_members) or models.members
-    data = task_inputs(models, members)
+    net = None if models.architecture is None else Functional(models.architecture)
+    batchnorm = net is not None and net.has_batchnorm
+    data = task_inputs(models, members) if align == "activation" or batchnorm else None  # only when needed
     flat = models.flat if align is None else align_models(models, align, seed=seed, data=data)
     chosen = None
     if method == "uniform_soup":
@@ -128,7 +130,8 @@ def merge_models(
         merged, chosen = greedy_soup(flat, _heldout_score(models, members))
     else:
         merged = merge(method, flat, base=models.base, layout=models.layout, **filled)
-    merged = _batchnorm(models, merged, data)
+    if batchnorm and data is not None:  # merged BatchNorm networks need statistics of their own
+        merged = net.recompute_batchnorm(merged, data)[0].cpu()
     result = MergeResult(merged, method, filled, align, list(models.names), chosen=chosen)
     if evaluate:
         result.members, result.metrics = _evaluate(models, merged, members)
@@ -145,14 +148,6 @@ def _check(method: str, params: Mapping[str, Any], models: ModelSet) -> dict[str
     if models.no_base and METHODS[method].needs_base:
         raise MergeError(f"merge method {method!r}: {models.no_base}")
     return check_params(method, params, len(models), models.base is not None)
-
-
-def _batchnorm(models: ModelSet, merged: Tensor, data: Tensor | None) -> Tensor:
-    """Recompute BatchNorm statistics of a merged network on task data (when it has BatchNorm)."""
-    if models.architecture is None or data is None:
-        return merged
-    net = Functional(models.architecture)
-    return net.recompute_batchnorm(merged, data)[0].cpu() if net.has_batchnorm else merged
 
 
 def _evaluate(models: ModelSet, merged: Tensor, members: Sequence[int]) -> tuple[list[int], dict[str, np.ndarray]]:

@@ -20,10 +20,14 @@ def parse_members(text: str, count: int) -> list[int]:
             out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
         raise SpecError(f"--members {text!r}: write all, or indices and ranges like 0,3,10-19") from None
-    bad = [i for i in out if not 0 <= i < count]
+    return _in_range(out, count, text)
+
+
+def _in_range(indices: list[int], count: int, text: str) -> list[int]:
+    bad = [i for i in indices if not 0 <= i < count]
     if bad:
         raise SpecError(f"--members {text!r}: member {bad[0]} is out of range; the zoo has {count} members")
-    return out
+    return indices
 
 
 def select_members(zoo: Any, members: str | Sequence[int] | None = None, where: str | None = None) -> list[int]:
@@ -33,12 +37,10 @@ def select_members(zoo: Any, members: str | Sequence[int] | None = None, where: 
         raise SpecError(
             "name the members with --members (indices) or --where (a filter of the zoo's table), one of them"
         )
-    if where is None:
-        return (
-            parse_members(members, len(zoo))
-            if isinstance(members, str)
-            else parse_members(",".join(str(int(i)) for i in members), len(zoo))
-        )
+    if isinstance(members, str):
+        return parse_members(members, len(zoo))
+    if members is not None:
+        return _in_range([int(i) for i in members], len(zoo), ",".join(map(str, members)))
     table = zoo.table()
     try:
         hits = table.query(where)
