@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 from test_graph import TinyAttention
+from torch_geometric.utils import scatter
 
 from weightzoo.errors import SpecError
 from weightzoo.layout import ParamLayout
 from weightzoo.metanet.gmn import GMN, EdgeUpdateConv
-from weightzoo.paramgraph import GraphBuilder, build_graphs
+from weightzoo.paramgraph import GraphBuilder, build_graphs, graph_grids
 from weightzoo.zoo import archs
 
 TOL = 1e-5
@@ -241,3 +242,87 @@ def test_recompute_gives_the_same_outputs_and_gradients_with_less_memory():
     plain.zero_grad()
     lean.zero_grad()
     assert _saved_bytes(lean, graphs) < 0.5 * _saved_bytes(plain, graphs)
+
+
+def _builders():
+    """Every test architecture's builder (and the attention module's), with float64 parameters."""
+    out = {name: (_setup(name, batch=3)[0], _setup(name, batch=3)[3]) for name in ARCHS}
+    module = TinyAttention().double()
+    layout = ParamLayout.from_module(module)
+    out["attention"] = (GraphBuilder.from_module(module), torch.randn(3, layout.size, dtype=torch.float64))
+    return out
+
+
+BUILDERS = _builders()
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("readout", ["invariant", "node", "edge"])
+def test_dense_grid_path_equals_the_sparse_path(name, readout):
+    """Grid blocks (broadcasts and reductions) give the outputs and gradients of gathers and scatters,
+    also with min among the aggregators and with edges outside every grid (skip, head, positions)."""
+    builder, flat = BUILDERS[name]
+    graphs = builder.build(flat)
+    assert graph_grids(graphs) is not None
+    torch.manual_seed(0)
+    aggregators = ("mean", "max", "min", "sum", "std")
+    dense = GMN(builder.node_dim, builder.edge_dim, hidden=8, layers=2, out_features=2, readout=readout,
+                aggregators=aggregators).double()  # fmt: skip
+    sparse = copy.deepcopy(dense)
+    sparse.dense = False
+    out_dense, out_sparse = dense(graphs), sparse(graphs)
+    torch.testing.assert_close(out_dense, out_sparse, atol=1e-10, rtol=1e-9)
+    weights = torch.randn_like(out_dense)
+    (out_dense * weights).sum().backward()
+    (out_sparse * weights).sum().backward()
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-9, rtol=1e-7)
+
+
+def test_graph_grids_describe_full_layers_and_round_trip():
+    builder, flat = BUILDERS["residual"]
+    graphs = builder.build(flat)
+    grids = graph_grids(graphs)
+    assert grids.num_graphs == 3 and grids.rest.numel() > 0  # the skip edges are in no grid
+    src, dst = builder.edge_index
+    for g in grids.grids:  # target-major: edge start + i * num_src + j runs src_start + j -> dst_start + i
+        i = torch.arange(g.num_dst).repeat_interleave(g.num_src)
+        j = torch.arange(g.num_src).repeat(g.num_dst)
+        assert torch.equal(src[g.edges], g.src_start + j) and torch.equal(dst[g.edges], g.dst_start + i)
+    assert torch.equal(grids.in_degree, torch.bincount(dst, minlength=builder.num_nodes).float())
+    edges = torch.randn(graphs.num_edges, 4, dtype=torch.float64)
+    parts = grids.split(edges)
+    assert torch.equal(grids.merge(parts), edges)
+    edge_batch = graphs.batch[graphs.edge_index[0]]
+    mean, top = grids.pool(parts)
+    torch.testing.assert_close(mean, scatter(edges, edge_batch, 0, reduce="mean"))
+    assert torch.equal(top, scatter(edges, edge_batch, 0, reduce="max"))
+
+
+def test_batches_without_grids_take_the_sparse_path():
+    setups = [_setup(n, batch=1) for n in ("mlp", "cnn2d-gap")]
+    flat = torch.zeros(2, max(s[1].size for s in setups), dtype=torch.float64)
+    for i, (_, layout, _, f) in enumerate(setups):
+        flat[i, : layout.size] = f[0]
+    mixed = build_graphs(flat, [s[1] for s in setups], [s[2] for s in setups])
+    assert graph_grids(mixed) is None
+    alone = setups[0][0].build(setups[0][3])
+    assert graph_grids(alone) is not None
+    assert graph_grids(alone.index_select([0])) is None  # a batch made some other way carries none
+
+
+@pytest.mark.slow
+def test_compiled_grid_path_equals_eager():
+    builder, flat = BUILDERS["mlp"]
+    graphs = builder.build(flat.float())
+    torch.manual_seed(0)
+    eager = GMN(builder.node_dim, builder.edge_dim, hidden=8, layers=2)
+    compiled = copy.deepcopy(eager)
+    for conv in compiled.convs:
+        conv.compile_grids()
+    torch.testing.assert_close(compiled(graphs), eager(graphs), atol=1e-5, rtol=1e-5)
+    compiled(graphs).sum().backward()
+    eager(graphs).sum().backward()
+    for a, b in zip(compiled.parameters(), eager.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)
+    assert "_compiled_grid" not in copy.deepcopy(compiled.convs[0]).__dict__  # copies run eagerly

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from weightzoo.cli import main
-from weightzoo.metanet.data import MetanetTask, Normalizer, load_members
+from weightzoo.errors import SpecError
+from weightzoo.metanet.data import MetanetTask, Normalizer, SplitSpec, load_members
 from weightzoo.metanet.run import load_run
 from weightzoo.metanet.train import TrainOptions, train_metanet
 from weightzoo.zoo import archs
@@ -167,3 +168,17 @@ def test_bad_input_is_one_line_exit_2(case, needle, mlp_zoo, cnn_zoo, mixed_zoo,
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert needle in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_train_subset_keeps_validation_and_test_members(mlp_zoo):
+    zoo = open_zoo(mlp_zoo)
+    full, tenth = SplitSpec(seed=3).indices(zoo), SplitSpec(seed=3, train_subset=0.1).indices(zoo)
+    assert np.array_equal(full["val"], tenth["val"]) and np.array_equal(full["test"], tenth["test"])
+    assert len(tenth["train"]) == round(0.1 * len(full["train"])) and set(tenth["train"]) < set(full["train"])
+    assert np.array_equal(SplitSpec(seed=3, train_subset=0.1).select(zoo, "train"), tenth["train"])
+    spec = SplitSpec(seed=3, train_subset=0.1)
+    assert SplitSpec.from_dict(spec.to_dict()) == spec and "train_subset" not in SplitSpec().to_dict()
+    run = train_metanet(mlp_zoo, "predict:scale", "mlp", options=TrainOptions(epochs=1), split=spec)
+    assert run.config["split"]["train_subset"] == 0.1
+    with pytest.raises(SpecError, match=r"train_subset=0 must be in \(0, 1\]"):
+        SplitSpec(train_subset=0)

@@ -77,6 +77,119 @@ class EdgeType(IntEnum):
     ATTN_HEAD = 9  # query/key/value neuron -> its head
 
 
+# --------------------------------------------------------------------------- grids
+
+
+@dataclass(frozen=True)
+class EdgeGrid:
+    """Edges of one graph that join every target ``dst_start + i`` to every source
+    ``src_start + j``, in target-major order: edge ``edge_start + i * num_src + j``. All of them
+    have one edge type, layer and position."""
+
+    edge_start: int
+    dst_start: int
+    num_dst: int
+    src_start: int
+    num_src: int
+
+    @property
+    def num_edges(self) -> int:
+        return self.num_dst * self.num_src
+
+    @property
+    def edges(self) -> slice:
+        return slice(self.edge_start, self.edge_start + self.num_edges)
+
+    @property
+    def dst(self) -> slice:
+        return slice(self.dst_start, self.dst_start + self.num_dst)
+
+    @property
+    def src(self) -> slice:
+        return slice(self.src_start, self.src_start + self.num_src)
+
+
+@dataclass(eq=False)
+class GraphGrids:
+    """The dense structure of a batch of ``num_graphs`` graphs of one architecture.
+
+    Graph ``g`` holds nodes ``g * num_nodes ..`` and edges ``g * num_edges ..``, so an edge
+    tensor ``[num_graphs * num_edges, C]`` splits into one ``[num_graphs, num_dst, num_src, C]``
+    block per grid (a full bipartite layer, handled with broadcasts and reductions instead of
+    gathers and scatters) and the remaining edges ``rest`` (positions within a graph).
+    ``in_degree``/``out_degree [num_nodes]`` count every node's incoming/outgoing edges.
+    """
+
+    num_graphs: int
+    num_nodes: int
+    num_edges: int
+    grids: tuple[EdgeGrid, ...]
+    rest: Tensor
+    in_degree: Tensor
+    out_degree: Tensor
+
+    @classmethod
+    def of(cls, builder: GraphBuilder, num_graphs: int, device: torch.device | str) -> GraphGrids:
+        """The grids of ``num_graphs`` graphs built by ``builder`` (on ``device``)."""
+        t = builder.tensors(device)
+        if "grid_rest" not in t:
+            in_grid = torch.zeros(builder.num_edges, dtype=torch.bool, device=device)
+            for grid in builder.grids:
+                in_grid[grid.edges] = True
+            t["grid_rest"] = (~in_grid).nonzero().squeeze(1)
+            src, dst = t["edge_index"]
+            for name, ends in (("in_degree", dst), ("out_degree", src)):
+                t[name] = torch.bincount(ends, minlength=builder.num_nodes).float()
+        degrees = t["in_degree"], t["out_degree"]
+        return cls(num_graphs, builder.num_nodes, builder.num_edges, builder.grids, t["grid_rest"], *degrees)
+
+    def matches(self, num_nodes: int, num_edges: int) -> bool:
+        """Whether a batch of this many nodes and edges can have this structure."""
+        return num_nodes == self.num_graphs * self.num_nodes and num_edges == self.num_edges * self.num_graphs
+
+    def rest_ids(self) -> Tensor:
+        """Batch-wide ids of the edges in no grid, graph by graph."""
+        offsets = torch.arange(self.num_graphs, device=self.rest.device)[:, None] * self.num_edges
+        return (offsets + self.rest).reshape(-1)
+
+    def first_edges(self) -> Tensor:
+        """The id of every grid's first edge (in graph 0)."""
+        return torch.tensor([g.edge_start for g in self.grids], device=self.rest.device)
+
+    def pool(self, parts: Sequence[Tensor]) -> list[Tensor]:
+        """Mean and max ``[num_graphs, C]`` over each graph's edges, from :meth:`split` parts."""
+        *blocks, rest = parts
+        rest = rest.reshape(self.num_graphs, -1, rest.shape[-1])
+        total = sum(b.sum((1, 2)) for b in blocks) + rest.sum(1)
+        highest = [b.amax((1, 2)) for b in blocks] + ([rest.amax(1)] if rest.shape[1] else [])
+        return [total / self.num_edges, torch.stack(highest).amax(0)]
+
+    def split(self, edges: Tensor) -> list[Tensor]:
+        """``[num_graphs * num_edges, C]`` -> one ``[num_graphs, num_dst, num_src, C]`` tensor
+        per grid, then the other edges ``[num_graphs * len(rest), C]``."""
+        per_graph = edges.reshape(self.num_graphs, self.num_edges, -1)
+        blocks = [per_graph[:, g.edges].reshape(self.num_graphs, g.num_dst, g.num_src, -1) for g in self.grids]
+        return [*blocks, per_graph[:, self.rest].reshape(-1, edges.shape[-1])]
+
+    def merge(self, parts: Sequence[Tensor]) -> Tensor:
+        """Inverse of :meth:`split`."""
+        G, C = self.num_graphs, parts[0].shape[-1]
+        out = parts[0].new_empty(G, self.num_edges, C)
+        for g, block in zip(self.grids, parts):
+            out[:, g.edges] = block.reshape(G, g.num_edges, C)
+        out[:, self.rest] = parts[-1].reshape(G, -1, C)
+        return out.reshape(G * self.num_edges, C)
+
+
+def graph_grids(data: Data | Batch) -> GraphGrids | None:
+    """The :class:`GraphGrids` a one-architecture :func:`build_graphs` batch carries, or None
+    (graphs of several architectures, or a batch made some other way)."""
+    grids = getattr(data, "_grids", None)
+    if grids is None or not grids.matches(data.num_nodes, data.num_edges):
+        return None
+    return grids
+
+
 # --------------------------------------------------------------------------- builder
 
 
@@ -86,6 +199,8 @@ class GraphBuilder:
 
     ``node_values [N, node_dim]`` and ``edge_values [E, edge_dim]`` hold positions in the flat
     vector extended by a zero (position ``P``, padding) and a one (``P + 1``, constant edges).
+    ``grids`` lists the edge ranges that connect every pair of two node ranges (Linear/Conv
+    layers), which a one-architecture batch exposes through :func:`graph_grids`.
     """
 
     layout: ParamLayout
@@ -98,6 +213,7 @@ class GraphBuilder:
     edge_type: Tensor
     edge_layer: Tensor
     edge_pos: Tensor
+    grids: tuple[EdgeGrid, ...] = ()
     _on_device: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -161,6 +277,7 @@ class GraphBuilder:
             _pad(self.edge_values, edge_dim, zero),
             self.edge_index,
             *(getattr(self, k) for k in _NODE_KEYS + _EDGE_KEYS),
+            self.grids,
         )
 
     # -- building
@@ -312,6 +429,8 @@ def _assemble(parts: list[tuple[GraphBuilder, Tensor, Tensor, Tensor]], num_grap
     batch._num_graphs = num_graphs
     batch._slice_dict = {k: (node_ptr if k == "x" or k in _NODE_KEYS else edge_ptr) for k in out}
     batch._inc_dict = {k: node_ptr[:-1] if k == "edge_index" else no_inc for k in out}
+    if len(parts) == 1 and parts[0][0].grids:
+        batch._grids = GraphGrids.of(parts[0][0], num_graphs, device)
     return batch
 
 
@@ -351,6 +470,7 @@ class _Plan:
         self.node_sets: list[_NodeSet] = []
         self.features: list[tuple[Tensor, int, Tensor]] = []  # (node ids, column, positions)
         self.edges: list[dict[str, Tensor]] = []
+        self.grids: list[EdgeGrid] = []
         self.used: set[str] = set()
 
     def nodes(self, size: int, type: NodeType, layer: int, *, spatial: bool = False, fixed: bool = False) -> _NodeSet:
@@ -368,9 +488,22 @@ class _Plan:
         self.used.add(entry.name)
 
     def edge_block(
-        self, src: Tensor, dst: Tensor, values: Tensor, type: EdgeType, layer: int, pos: Tensor | None = None
+        self,
+        src: Tensor,
+        dst: Tensor,
+        values: Tensor,
+        type: EdgeType,
+        layer: int,
+        pos: Tensor | None = None,
+        grid: tuple[_NodeSet, _NodeSet] | None = None,
     ) -> None:
+        """Edges ``src -> dst``; ``grid=(sources, targets)`` says they are every pair, target-major."""
         n = src.numel()
+        if grid is not None and pos is not None:
+            raise SpecError("graph builder: a grid's edges share one position; edges with positions are no grid")
+        if grid is not None:
+            edge_start = sum(blk["src"].numel() for blk in self.edges)
+            self.grids.append(EdgeGrid(edge_start, grid[1].start, grid[1].size, grid[0].start, grid[0].size))
         self.edges.append(
             {
                 "src": src,
@@ -420,7 +553,9 @@ class _Plan:
                 pos=(s + 1).repeat(out * src.size),
             )
         else:
-            self.edge_block(src.start + j, dst.start + i, base[:, None] + torch.arange(k), kind, layer - 1)
+            self.edge_block(
+                src.start + j, dst.start + i, base[:, None] + torch.arange(k), kind, layer - 1, grid=(src, dst)
+            )
         self.used.add(w.name)
         if b is not None:
             self.feature(dst, 0, b)
@@ -459,7 +594,9 @@ class _Plan:
         head = self.nodes(heads, NodeType.ATTN_HEAD, layer)
         i, j = torch.arange(E).repeat_interleave(E), torch.arange(E).repeat(E)
         for r, (ns, kind) in enumerate(zip(qkv, (EdgeType.ATTN_Q, EdgeType.ATTN_K, EdgeType.ATTN_V))):
-            self.edge_block(src.start + j, ns.start + i, w.offset + (r * E + i) * E + j, kind, layer - 1)
+            self.edge_block(
+                src.start + j, ns.start + i, w.offset + (r * E + i) * E + j, kind, layer - 1, grid=(src, ns)
+            )
             if prefix + "in_proj_bias" in self.layout:
                 self.feature(ns, 0, self.layout[prefix + "in_proj_bias"], start=r * E)
             self.constant_edges(ns.ids, head.start + torch.arange(E) // (E // heads), EdgeType.ATTN_HEAD, layer - 1)
@@ -495,6 +632,7 @@ class _Plan:
             per_node(lambda s: torch.full((s.size,), s.layer)),
             per_node(lambda s: torch.arange(1, s.size + 1) if s.fixed else torch.zeros(s.size)),
             *(torch.cat([blk[k] for blk in self.edges]).long() for k in ("type", "layer", "pos")),
+            tuple(self.grids),
         )
         return builder.padded(node_dim or builder.node_dim, edge_dim or builder.edge_dim)
 

@@ -94,24 +94,44 @@ def _label(v) -> str:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """How members are split into train/val/test (deterministic; see ``split_indices``)."""
+    """How members are split into train/val/test (deterministic; see ``split_indices``).
+    ``train_subset < 1`` keeps that seeded fraction of the train split (learning curves; the
+    validation and test members stay the same)."""
 
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     group_by: tuple[str, ...] = ()
+    train_subset: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_subset <= 1.0:
+            raise SpecError(f"split: train_subset={self.train_subset} must be in (0, 1]")
 
     def indices(self, zoo: ZooStore) -> dict[str, np.ndarray]:
-        return member_splits(zoo, self.fractions, self.seed, self.group_by)
+        parts = member_splits(zoo, self.fractions, self.seed, self.group_by)
+        if self.train_subset < 1.0:
+            train = parts["train"]
+            keep = max(1, round(self.train_subset * len(train)))
+            parts["train"] = np.sort(np.random.default_rng(self.seed).choice(train, keep, replace=False))
+        return parts
 
     def select(self, zoo: ZooStore, split: str | None) -> np.ndarray:
+        if split in ("train", "val", "test"):
+            return self.indices(zoo)[split]
         return select_members(zoo, split, self.fractions, self.seed, self.group_by)
 
     def to_dict(self) -> dict:
-        return {"fractions": list(self.fractions), "seed": self.seed, "group_by": list(self.group_by)}
+        out = {"fractions": list(self.fractions), "seed": self.seed, "group_by": list(self.group_by)}
+        return out | ({"train_subset": self.train_subset} if self.train_subset < 1.0 else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> SplitSpec:
-        return cls(tuple(data["fractions"]), int(data["seed"]), tuple(data.get("group_by", ())))
+        return cls(
+            tuple(data["fractions"]),
+            int(data["seed"]),
+            tuple(data.get("group_by", ())),
+            float(data.get("train_subset", 1.0)),
+        )
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""Does weight-space augmentation help metanetworks learn? The quality half of the augmentation
+benchmark (``benchmarks/augment.py`` measures the throughput cost of each transform).
+
+    python benchmarks/augment_quality.py [--quick] [--zoos DIR]
+
+Tasks (zoos built on first use into ``--zoos``; ``--quick``: the ``tiny-`` specs, 3 epochs):
+
+- INR classification on ``mnist5k-inr`` (which of the 5,000 real MNIST digits a SIREN encodes;
+  one SIREN per image, split 80/10/10 by image): mlp, statnn, dws and gmn, with all training
+  INRs and with a seeded 10% of them (validation and test unchanged);
+- accuracy prediction on ``mnist1d-mlp`` (Kendall tau, split 80/10/10 with seed 0): statnn, dws, gmn.
+
+Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (4x as many with
+10% of the data, so it takes 40% of the steps), best epoch on validation loss, patience 10. Each
+is trained once without augmentation and once per entry of ``AUGMENTS``; the augmented figure is
+the candidate with the best validation score. Results are appended as each run
+finishes, to ``benchmarks/.augment_quality.jsonl``; the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from zoos import built, zoo_arguments
+
+from weightzoo.metanet.data import SplitSpec
+from weightzoo.metanet.train import TrainOptions, train_metanet
+
+EPOCHS = {"mnist5k-inr": 20, "mnist1d-mlp": 20}
+SUBSET_EPOCH_FACTOR = 4
+AUGMENTS = {  # candidates per zoo, chosen on validation
+    "mnist5k-inr": ["perm,sign,siren-shift", "perm,sign,siren-shift,rotate:15,translate:0.1,noise:0.02"],
+    "mnist1d-mlp": ["perm,sign,scale", "perm,sign,scale,noise:0.02"],
+}
+RUNS = [  # (key prefix, zoo, task, models, fractions of the training split)
+    ("inr", "mnist5k-inr", "classify:label", ["mlp", "statnn", "dws", "gmn"], (1.0, 0.1)),
+    ("tau", "mnist1d-mlp", "predict:test_acc", ["statnn", "dws", "gmn"], (1.0,)),
+]
+SIZES = {"gmn": {"hidden": 32, "layers": 4}, "dws": {"hidden_channels": 16, "depth": 3}}  # as benchmarks/metanets.py
+
+
+def headline(scores: dict[str, float]) -> float:
+    return scores.get("kendall_tau", scores.get("accuracy", float("nan")))
+
+
+def key(prefix: str, model: str, fraction: float, aug: bool) -> str:
+    """The issue's names: ``inr_acc_dws``, ``inr10_acc_dws_aug``, ``tau_gmn_aug``."""
+    if prefix == "inr":
+        return f"inr{'' if fraction == 1.0 else '10'}_acc_{model}{'_aug' if aug else ''}"
+    return f"tau_{model}{'_aug' if aug else ''}"
+
+
+def main() -> None:
+    args = zoo_arguments(__doc__, "the tiny- zoos, 3 epochs")
+    out_file = Path(__file__).with_name(".augment_quality.jsonl")
+    results: dict = {}
+    rows = []
+    for prefix, name, task, models, fractions in RUNS:
+        path = built(f"tiny-{name}" if args.quick else name, args.zoos)[0]
+        for fraction in fractions:
+            epochs = 3 if args.quick else EPOCHS[name] * (1 if fraction == 1.0 else SUBSET_EPOCH_FACTOR)
+            options = TrainOptions(epochs=epochs, batch_size=64, lr=1e-3, patience=10, seed=0)
+            split = SplitSpec(seed=0, group_by=("target",) if prefix == "inr" else (), train_subset=fraction)
+            for model in models:
+                best = None
+                for augment in [None, *AUGMENTS[name]]:
+                    start = time.perf_counter()
+                    run = train_metanet(
+                        path, task, model, options=replace(options, augment=augment), split=split,
+                        model_args=SIZES.get(model),
+                    )  # fmt: skip
+                    scores, hist = run.config["scores"], run.config["history"]
+                    row = {
+                        "zoo": name, "model": model, "fraction": fraction, "augment": augment or "none",
+                        "val": headline(scores["val"]), "test": headline(scores["test"]),
+                        "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
+                        "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
+                        "val_loss": hist["val_loss"],
+                    }  # fmt: skip
+                    rows.append(row)
+                    with out_file.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(
+                        f"{name:<12} {model:<7} {fraction:>4.0%} {row['augment']:<58} val {row['val']:.4f} "
+                        f"test {row['test']:.4f} ({row['epochs']} epochs, best {row['best_epoch']}, "
+                        f"{row['seconds']:.0f} s)",
+                        flush=True,
+                    )
+                    if augment is None:
+                        results[key(prefix, model, fraction, False)] = round(row["test"], 4)
+                    elif best is None or row["val"] > best["val"]:
+                        best = row
+                results[key(prefix, model, fraction, True)] = round(best["test"], 4)
+                results[key(prefix, model, fraction, True) + "_pick"] = best["augment"]
+    print()
+    print(f"{'zoo':<12} {'model':<7} {'data':>5} {'augment':<58} {'val':>7} {'test':>7} {'epochs':>6} {'s':>6}")
+    for r in rows:
+        print(
+            f"{r['zoo']:<12} {r['model']:<7} {r['fraction']:>5.0%} {r['augment']:<58} {r['val']:>7.4f} "
+            f"{r['test']:>7.4f} {r['epochs']:>6} {r['seconds']:>6.0f}"
+        )
+    results["targets"] = targets(results)
+    results.update(quick=args.quick, torch=torch.__version__, threads=torch.get_num_threads())
+    print(json.dumps(results))
+
+
+def targets(r: dict) -> dict[str, bool]:
+    """The issue's targets, where their figures were measured."""
+    t = {}
+    for m in ("dws", "gmn"):
+        if f"inr_acc_{m}" in r:
+            t[f"inr_acc_{m}_at_least_0.60"] = r[f"inr_acc_{m}"] >= 0.60
+            t[f"inr_acc_{m}_30_over_mlp"] = r[f"inr_acc_{m}"] >= r["inr_acc_mlp"] + 0.30
+            t[f"inr_acc_{m}_15_over_statnn"] = r[f"inr_acc_{m}"] >= r["inr_acc_statnn"] + 0.15
+            t[f"inr_aug_{m}_plus_3"] = r[f"inr_acc_{m}_aug"] >= r[f"inr_acc_{m}"] + 0.03
+        if f"inr10_acc_{m}" in r:
+            t[f"inr10_aug_{m}_plus_5"] = r[f"inr10_acc_{m}_aug"] >= r[f"inr10_acc_{m}"] + 0.05
+        if f"tau_{m}_aug" in r:
+            t[f"tau_{m}_aug_beats_statnn_by_0.02"] = r[f"tau_{m}_aug"] >= r["tau_statnn"] + 0.02
+    return t
+
+
+if __name__ == "__main__":
+    main()
