@@ -1,0 +1,62 @@
+"""Training loops of the generator's parts (seeded, one generator for batches and noise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ...errors import SpecError
+from .autoencoder import WeightAutoencoder
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Budget of one training loop."""
+
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise SpecError(f"fit options: epochs, batch_size and lr must be positive, got {self}")
+
+
+@dataclass
+class FitHistory:
+    """Mean training loss per epoch, and its parts."""
+
+    loss: list[float] = field(default_factory=list)
+    parts: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit_autoencoder(ae: WeightAutoencoder, flat: Tensor, options: FitOptions | None = None) -> FitHistory:
+    """Fit the tokenizer's statistics on ``flat [N, P]`` (training members), then train the
+    autoencoder on shuffled batches of them; returns the loss history."""
+    options = options or FitOptions()
+    if flat.dim() != 2 or flat.shape[0] < 1:
+        raise SpecError(f"autoencoder: needs training members [N >= 1, P], got {tuple(flat.shape)}")
+    ae.tokenizer.fit(flat)
+    generator = torch.Generator(device=flat.device).manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    opt = torch.optim.AdamW(ae.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    history = FitHistory()
+    ae.train()
+    for _ in range(options.epochs):
+        order = torch.randperm(flat.shape[0], generator=generator, device=flat.device)
+        total, parts, batches = 0.0, {}, 0
+        for batch in order.split(options.batch_size):
+            loss, info = ae.loss(flat[batch], generator)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, batches = total + float(loss.detach()), batches + 1
+            parts = {k: parts.get(k, 0.0) + v for k, v in info.items()}
+        history.loss.append(total / batches)
+        history.parts.append({k: v / batches for k, v in parts.items()})
+    ae.eval()
+    return history
