@@ -10,11 +10,12 @@ Tasks (zoos built on first use into ``--zoos``; ``--quick``: the ``tiny-`` specs
   INRs and with a seeded 10% of them (validation and test unchanged);
 - accuracy prediction on ``mnist1d-mlp`` (Kendall tau, split 80/10/10 with seed 0): statnn, dws, gmn.
 
-Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (4x as many with
-10% of the data, so it takes 40% of the steps), best epoch on validation loss, patience 10. Each
+Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (2x as many with
+10% of the data, so it takes 20% of the steps), best epoch on validation loss, patience 10. Each
 is trained once without augmentation and once per entry of ``AUGMENTS``; the augmented figure is
 the candidate with the best validation score. Results are appended as each run
-finishes, to ``benchmarks/.augment_quality.jsonl``; the last line printed is one JSON object.
+finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs recorded there
+(delete it to start afresh). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from weightzoo.metanet.data import SplitSpec
 from weightzoo.metanet.train import TrainOptions, train_metanet
 
 EPOCHS = {"mnist5k-inr": 20, "mnist1d-mlp": 20}
-SUBSET_EPOCH_FACTOR = 4
+SUBSET_EPOCH_FACTOR = 2
 AUGMENTS = {  # candidates per zoo, chosen on validation
     "mnist5k-inr": ["perm,sign,siren-shift", "perm,sign,siren-shift,rotate:15,translate:0.1,noise:0.02"],
     "mnist1d-mlp": ["perm,sign,scale", "perm,sign,scale,noise:0.02"],
@@ -54,9 +55,28 @@ def key(prefix: str, model: str, fraction: float, aug: bool) -> str:
     return f"tau_{model}{'_aug' if aug else ''}"
 
 
+def _run_key(row: dict) -> tuple:
+    return row["zoo"], row["model"], row["fraction"], row["augment"]
+
+
+def record(path: Path, name: str, task: str, model: str, options: TrainOptions, split: SplitSpec, fraction: float):
+    """Train one model once and describe the run."""
+    start = time.perf_counter()
+    run = train_metanet(path, task, model, options=options, split=split, model_args=SIZES.get(model))
+    scores, hist = run.config["scores"], run.config["history"]
+    return {
+        "zoo": name, "model": model, "fraction": fraction, "augment": options.augment or "none",
+        "val": headline(scores["val"]), "test": headline(scores["test"]),
+        "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
+        "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
+        "val_loss": hist["val_loss"],
+    }  # fmt: skip
+
+
 def main() -> None:
     args = zoo_arguments(__doc__, "the tiny- zoos, 3 epochs")
-    out_file = Path(__file__).with_name(".augment_quality.jsonl")
+    out_file = Path(__file__).with_name(".augment_quality.quick.jsonl" if args.quick else ".augment_quality.jsonl")
+    done = {_run_key(r): r for r in map(json.loads, out_file.read_text().splitlines())} if out_file.exists() else {}
     results: dict = {}
     rows = []
     for prefix, name, task, models, fractions in RUNS:
@@ -68,22 +88,12 @@ def main() -> None:
             for model in models:
                 best = None
                 for augment in [None, *AUGMENTS[name]]:
-                    start = time.perf_counter()
-                    run = train_metanet(
-                        path, task, model, options=replace(options, augment=augment), split=split,
-                        model_args=SIZES.get(model),
-                    )  # fmt: skip
-                    scores, hist = run.config["scores"], run.config["history"]
-                    row = {
-                        "zoo": name, "model": model, "fraction": fraction, "augment": augment or "none",
-                        "val": headline(scores["val"]), "test": headline(scores["test"]),
-                        "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
-                        "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
-                        "val_loss": hist["val_loss"],
-                    }  # fmt: skip
+                    row = done.get((name, model, fraction, augment or "none"))
+                    if row is None:
+                        row = record(path, name, task, model, replace(options, augment=augment), split, fraction)
+                        with out_file.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
                     rows.append(row)
-                    with out_file.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
                     print(
                         f"{name:<12} {model:<7} {fraction:>4.0%} {row['augment']:<58} val {row['val']:.4f} "
                         f"test {row['test']:.4f} ({row['epochs']} epochs, best {row['best_epoch']}, "

@@ -1,4 +1,4 @@
-"""Weight generation, part 1: per-layer tokens and the weight autoencoder."""
+"""Weight generation so far: per-layer tokens, the weight autoencoder and latent diffusion."""
 
 import pytest
 import torch
@@ -6,10 +6,13 @@ import torch
 from weightzoo.errors import LayoutError, SpecError
 from weightzoo.metanet.diffusion import (
     AutoencoderConfig,
+    DiffusionConfig,
     FitOptions,
+    LatentDiffusion,
     WeightAutoencoder,
     WeightTokenizer,
     fit_autoencoder,
+    fit_diffusion,
     layer_slices,
 )
 from weightzoo.zoo import archs
@@ -107,3 +110,47 @@ def test_training_is_seeded_and_the_vae_adds_its_kl():
     assert set(history.parts[-1]) == {"mse", "kl"} and history.parts[-1]["kl"] > 0
     assert "vae=True" in repr(ae)
     assert {"tokenizer.mean", "tokenizer.std"} <= set(states[0])  # the statistics travel with the weights
+
+
+def _clusters(n=128, seed=0):
+    """Latents ``[n, 3, 2]`` around one of two centres, and the one-hot centre as the condition."""
+    g = torch.Generator().manual_seed(seed)
+    label = torch.arange(n) % 2
+    centres = torch.tensor([[2.0, -1.0], [-2.0, 1.0]])
+    latents = centres[label][:, None, :].expand(n, 3, 2) + 0.1 * torch.randn(n, 3, 2, generator=g)
+    return latents, torch.nn.functional.one_hot(label, 2).float()
+
+
+def _diffusion(cond_dim=2):
+    torch.manual_seed(0)
+    config = DiffusionConfig(d_model=32, depth=2, heads=2, cond_dim=cond_dim, train_steps=100)
+    return LatentDiffusion((3, 2), config)
+
+
+def test_conditional_diffusion_samples_the_condition_and_unconditional_both():
+    """DDPM training on two clusters of latents, DDIM sampling in 20 steps: at least 90% of the
+    samples for a condition fall on its cluster's side; unconditional samples cover both."""
+    latents, cond = _clusters()
+    model = _diffusion()
+    history = fit_diffusion(model, latents, cond, FitOptions(epochs=40, batch_size=32, lr=2e-3))
+    assert history.loss[-1] < 0.5 * history.loss[0]
+    for c, sign in ((0, 1.0), (1, -1.0)):
+        want = torch.nn.functional.one_hot(torch.full((64,), c), 2).float()
+        samples = model.sample(64, want, steps=20, guidance=2.0, generator=torch.Generator().manual_seed(1))
+        assert (torch.sign(samples[..., 0]) == sign).float().mean() >= 0.9
+    free = model.sample(64, steps=20, generator=torch.Generator().manual_seed(1))
+    assert 0.2 < (free[..., 0] > 0).float().mean() < 0.8
+
+
+def test_sampling_is_seeded_and_conditions_are_checked():
+    latents, cond = _clusters(16)
+    model = _diffusion()
+    fit_diffusion(model, latents, cond, FitOptions(epochs=1, batch_size=8))
+    a, b, c = (model.sample(4, cond[:4], steps=5, generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (4, 3, 2)
+    with pytest.raises(SpecError, match=r"condition must have shape \[4, 2\], got \[4, 3\]"):
+        model.sample(4, torch.zeros(4, 3))
+    with pytest.raises(SpecError, match="n and steps must be >= 1, got n=0"):
+        model.sample(0)
+    with pytest.raises(SpecError, match="this model is unconditional"):
+        _diffusion(cond_dim=0).sample(2, torch.zeros(2, 2))

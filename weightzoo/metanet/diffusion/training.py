@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ...errors import SpecError
 from .autoencoder import WeightAutoencoder
+from .latent import LatentDiffusion
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,41 @@ class FitHistory:
 def fit_autoencoder(ae: WeightAutoencoder, flat: Tensor, options: FitOptions | None = None) -> FitHistory:
     """Fit the tokenizer's statistics on ``flat [N, P]`` (training members), then train the
     autoencoder on shuffled batches of them; returns the loss history."""
-    options = options or FitOptions()
     if flat.dim() != 2 or flat.shape[0] < 1:
         raise SpecError(f"autoencoder: needs training members [N >= 1, P], got {tuple(flat.shape)}")
     ae.tokenizer.fit(flat)
-    generator = torch.Generator(device=flat.device).manual_seed(options.seed)
+    return _fit(ae, lambda batch, gen: ae.loss(flat[batch], gen), flat.shape[0], flat.device, options)
+
+
+def fit_diffusion(
+    model: LatentDiffusion, latents: Tensor, cond: Tensor | None = None, options: FitOptions | None = None
+) -> FitHistory:
+    """Fit the latent scale on ``latents [N, T, L]`` (with conditions ``cond [N, cond_dim]``), then
+    train the denoiser; returns the loss history."""
+    if latents.dim() != 3 or latents.shape[0] < 1:
+        raise SpecError(f"diffusion: needs training latents [N >= 1, T, L], got {tuple(latents.shape)}")
+    model.fit_scale(latents)
+
+    def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        value = model.loss(latents[batch], None if cond is None else cond[batch], gen)
+        return value, {"mse": float(value.detach())}
+
+    return _fit(model, loss, latents.shape[0], latents.device, options)
+
+
+def _fit(module: torch.nn.Module, loss_fn, count: int, device, options: FitOptions | None) -> FitHistory:
+    """AdamW over shuffled batches of ``count`` examples; one seeded generator draws batches and noise."""
+    options = options or FitOptions()
+    generator = torch.Generator(device=device).manual_seed(options.seed)
     torch.manual_seed(options.seed)
-    opt = torch.optim.AdamW(ae.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    opt = torch.optim.AdamW(module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     history = FitHistory()
-    ae.train()
+    module.train()
     for _ in range(options.epochs):
-        order = torch.randperm(flat.shape[0], generator=generator, device=flat.device)
+        order = torch.randperm(count, generator=generator, device=device)
         total, parts, batches = 0.0, {}, 0
         for batch in order.split(options.batch_size):
-            loss, info = ae.loss(flat[batch], generator)
+            loss, info = loss_fn(batch, generator)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -58,5 +80,5 @@ def fit_autoencoder(ae: WeightAutoencoder, flat: Tensor, options: FitOptions | N
             parts = {k: parts.get(k, 0.0) + v for k, v in info.items()}
         history.loss.append(total / batches)
         history.parts.append({k: v / batches for k, v in parts.items()})
-    ae.eval()
+    module.eval()
     return history
