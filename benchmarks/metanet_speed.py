@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 
 import torch
-from timing import timed
+from timing import saved_bytes, timed
 from zoos import built, zoo_arguments
 
 from weightzoo.metanet.dws import DWSNet
@@ -60,16 +60,9 @@ def step_rate(net: torch.nn.Module, inputs, repeats: int) -> float:
 def bytes_per_graph(net: torch.nn.Module, graphs) -> float:
     """The graphs' tensors plus the tensors autograd saves for backward (by storage), per graph."""
     inputs = sum(v.numel() * v.element_size() for _, v in graphs if torch.is_tensor(v))
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(graphs).square().mean().backward()
+    size = saved_bytes(lambda: net(graphs).square().mean().backward())
     net.zero_grad()
-    return (inputs + sum(seen.values())) / BATCH
+    return (inputs + size) / BATCH
 
 
 def top_ops(net: torch.nn.Module, inputs, count: int = 6) -> list[tuple[str, float]]:
@@ -87,7 +80,7 @@ def main() -> None:
     args = zoo_arguments(__doc__, "the tiny- zoo, 3 timings per variant instead of 7")
     repeats = 3 if args.quick else 7
     with open_zoo(built("tiny-mnist1d-mlp" if args.quick else "mnist1d-mlp", args.zoos)[0]) as zoo:
-        flat = zoo.params(list(range(BATCH)))
+        flat = zoo.params([i % len(zoo) for i in range(BATCH)])  # a tiny zoo's members repeat
         layout = zoo.layout
     graphs = build_graphs(flat, [layout] * BATCH)
     print(f"GMN hidden 32, 4 layers; {BATCH} graphs of {graphs.num_nodes // BATCH} nodes, "

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from timing import saved_bytes
 
 from weightzoo.metanet.baselines import fit_statnn_gbt, predict_gbt
 from weightzoo.metanet.data import SplitSpec
@@ -84,16 +85,8 @@ def graph_bytes(run: MetanetRun, zoo, batch: int = 64) -> float:
     members = run.members(zoo, "train").subset(torch.arange(batch))
     graphs = run.model.graphs(members)
     inputs = sum(v.numel() * v.element_size() for _, v in graphs if torch.is_tensor(v))
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     run.model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run.model.net(graphs).sum().backward()
-    return (inputs + sum(seen.values())) / batch
+    return (inputs + saved_bytes(lambda: run.model.net(graphs).sum().backward())) / batch
 
 
 def main() -> None:

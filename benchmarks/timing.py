@@ -1,4 +1,4 @@
-"""Timing helper shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
+"""Timing and memory helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,18 @@ def timed(fn: Callable[[], object], repeats: int, *, warmup: bool = False) -> fl
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``fn`` runs (counted by storage)."""
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())

@@ -96,12 +96,18 @@ def test_permutation_preserves_outputs(name):
     assert_close(f.outputs(moved, x), f.outputs(flat, x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_weight_matching_recovers_planted_permutation(name):
-    f, flat, _ = _net(name)
+def _planted(name):
+    """A network, its parameters, inputs, a random permutation, the copy it moves and the inverse
+    permutations (per group) that undo it."""
+    f, flat, x = _net(name)
     action = _perm_action(f.spec, seed=1)
     moved = apply_flat(f.layout, f.spec, flat, action)
-    inverse = {g: _inverse(p) for g, p in action.perms.items()}
+    return f, flat, x, action, moved, {g: _inverse(p) for g, p in action.perms.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weight_matching_recovers_planted_permutation(name):
+    f, flat, _, _, moved, inverse = _planted(name)
 
     aligned, found = Aligner(f.layout, f.spec, "weight", f).align(flat, moved)
     assert aligned.shape == flat.shape
@@ -120,10 +126,7 @@ def test_activation_matching_recovers_planted_permutation(name):
     # Pre-activations of random networks on random inputs are pairwise distinct (no two neurons'
     # activations are perfectly correlated), so the identity pairing is the unique maximum of the
     # summed correlations (each exactly 1) for every architecture here; no case needs skipping.
-    f, flat, x = _net(name)
-    action = _perm_action(f.spec, seed=1)
-    moved = apply_flat(f.layout, f.spec, flat, action)
-    inverse = {g: _inverse(p) for g, p in action.perms.items()}
+    f, flat, x, action, moved, inverse = _planted(name)
 
     acts, moved_acts = f.activations(flat, x), f.activations(moved, x)
     assert set(acts) == {g.name for g in f.spec.groups}

@@ -26,6 +26,7 @@ flat parameter vector, so ``build`` turns ``[B, P]`` parameters into a PyG ``Bat
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -147,11 +148,13 @@ class GraphGrids:
         """Whether a batch of this many nodes and edges can have this structure."""
         return num_nodes == self.num_graphs * self.num_nodes and num_edges == self.num_edges * self.num_graphs
 
+    @functools.cached_property
     def rest_ids(self) -> Tensor:
-        """Batch-wide ids of the edges in no grid, graph by graph."""
+        """Batch-wide ids of the edges in no grid, graph by graph (computed once per batch)."""
         offsets = torch.arange(self.num_graphs, device=self.rest.device)[:, None] * self.num_edges
         return (offsets + self.rest).reshape(-1)
 
+    @functools.cached_property
     def first_edges(self) -> Tensor:
         """The id of every grid's first edge (in graph 0)."""
         return torch.tensor([g.edge_start for g in self.grids], device=self.rest.device)

@@ -185,7 +185,7 @@ class EdgeUpdateConv(MessagePassing):
             incoming.reduce(grid.dst, fwd_g[:, None, grid.src], fwd_edge, dim=2)
             outgoing.reduce(grid.src, bwd_g[:, grid.dst, None], bwd_edge, dim=1)
             updated.append(self.edge_out(h))
-        index = edge_index[:, grids.rest_ids()]
+        index = edge_index[:, grids.rest_ids]
         e = self.edge_updater(index, src_part=src_part, dst_part=dst_part, edge_attr=parts[-1])
         fwd_edge, bwd_edge = self.message_edges(e).split(c, dim=-1)
         incoming.scatter(index[1], fwd_node[index[0]] + fwd_edge)
@@ -291,7 +291,6 @@ class GMN(nn.Module):
             }
         )
         self.convs = nn.ModuleList(EdgeUpdateConv(hidden, aggregators) for _ in range(layers))
-        self.compiled = bool(compile)
         if compile:
             for conv in self.convs:
                 conv.compile_grids()
@@ -351,9 +350,9 @@ class GMN(nn.Module):
         if grids is None:
             return self.edge_in(data.edge_attr) + embedding()
         *blocks, rest = grids.split(data.edge_attr)
-        shared = embedding(grids.first_edges())
+        shared = embedding(grids.first_edges)
         return [self.edge_in(f) + shared[i] for i, f in enumerate(blocks)] + [
-            self.edge_in(rest) + embedding(grids.rest_ids())
+            self.edge_in(rest) + embedding(grids.rest_ids)
         ]
 
     def _check(self, data: Data | Batch) -> None:

@@ -9,6 +9,7 @@ examples, and sampling mixes ``eps(null) + guidance * (eps(cond) - eps(null))``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -92,7 +93,9 @@ class LatentDiffusion(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(latent_shape[1]))
         self.register_buffer("latent_std", torch.ones(latent_shape[1]))
 
+    @functools.cached_property
     def scheduler(self) -> DDPMScheduler:
+        """The training noise schedule (built once; DDIM sampling reuses its config)."""
         return DDPMScheduler(num_train_timesteps=self.config.train_steps, beta_schedule=self.config.beta_schedule)
 
     def fit_scale(self, latents: Tensor) -> None:
@@ -115,7 +118,7 @@ class LatentDiffusion(nn.Module):
         """Noise-prediction MSE on a batch of clean latents ``[B, T, L]``."""
         B = latents.shape[0]
         self._check_cond(cond, B)
-        sched = self.scheduler()
+        sched = self.scheduler
         x0 = (latents - self.latent_mean) / self.latent_std
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         t = torch.randint(0, self.config.train_steps, (B,), generator=generator, device=x0.device)
@@ -140,7 +143,7 @@ class LatentDiffusion(nn.Module):
         if n < 1 or steps < 1:
             raise SpecError(f"diffusion: n and steps must be >= 1, got n={n}, steps={steps}")
         self._check_cond(cond, n)
-        ddim = DDIMScheduler.from_config(self.scheduler().config)
+        ddim = DDIMScheduler.from_config(self.scheduler.config)
         ddim.set_timesteps(steps)
         device = self.latent_mean.device
         x = torch.randn((n, *self.denoiser.latent_shape), generator=generator, device=device)

@@ -122,18 +122,19 @@ class WeightTokenizer(nn.Module):
     def encode(self, flat: Tensor) -> Tensor:
         """Standardized tokens ``[B, T, chunk]`` (padding entries are 0)."""
         self._check(flat)
-        tokens = flat[:, self.index]
-        scale = self.std[self.token_layer].to(flat.dtype)[:, None]
-        shift = self.mean[self.token_layer].to(flat.dtype)[:, None]
-        return torch.where(self.mask, (tokens - shift) / scale, 0.0)
+        scale, shift = self._token_stats(flat.dtype)
+        return torch.where(self.mask, (flat[:, self.index] - shift) / scale, 0.0)
+
+    def _token_stats(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Each token's layer spread and mean, ``[T, 1]``."""
+        return self.std[self.token_layer].to(dtype)[:, None], self.mean[self.token_layer].to(dtype)[:, None]
 
     def decode(self, tokens: Tensor, base: Tensor | None = None) -> Tensor:
         """Flat parameters ``[B, P]`` from tokens; layers the tokenizer does not keep come from
         ``base [B or 1, P]`` (required when it keeps only some layers)."""
         B = tokens.shape[0]
-        values = tokens * self.std[self.token_layer].to(tokens.dtype)[:, None] + self.mean[self.token_layer].to(
-            tokens.dtype
-        )[:, None]
+        scale, shift = self._token_stats(tokens.dtype)
+        values = tokens * scale + shift
         kept = sum(lay.size for lay in self.layers)
         if base is None:
             if kept != self.layout.size:
