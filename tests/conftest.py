@@ -79,6 +79,13 @@ def mixed_zoo(tmp_path_factory):
     return path
 
 
+def tamper(path: Path) -> None:
+    """Change a saved file's last bytes in place (its checksum no longer matches)."""
+    data = bytearray(path.read_bytes())
+    data[-4:] = b"\x00\x01\x02\x03"
+    path.write_bytes(bytes(data))
+
+
 @pytest.fixture
 def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """A FakeHub in tmp_path, with the real huggingface_hub client pointed at it and its token set.

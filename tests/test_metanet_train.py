@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tamper
 
 from weightzoo.cli import main
 from weightzoo.errors import SpecError
@@ -116,12 +117,6 @@ def test_mixed_architectures(mixed_zoo, tmp_path, capsys, model):
     assert json.loads(text)["members"] == 24
 
 
-def _tamper(path):
-    data = bytearray(path.read_bytes())
-    data[-4:] = b"\x00\x01\x02\x03"
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize(
     "case, needle",
     [
@@ -163,7 +158,7 @@ def test_bad_input_is_one_line_exit_2(case, needle, mlp_zoo, cnn_zoo, mixed_zoo,
             (out / "model.safetensors").unlink()
             argv = ["metanet", "eval", out, "--zoo", mlp_zoo]
         else:
-            _tamper(out / "model.safetensors")
+            tamper(out / "model.safetensors")
             argv = ["metanet", "eval", out, "--zoo", mlp_zoo]
     code, _, err = run(capsys, *argv)
     assert code == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import WeightZooError
+from .errors import SpecError, WeightZooError
 
 app = typer.Typer(
     help="Build, store, share and learn from zoos of trained neural networks.",
@@ -24,6 +24,8 @@ zoo_app = typer.Typer(help="Build, inspect, verify, import, export, convert and 
 app.add_typer(zoo_app, name="zoo")
 metanet_app = typer.Typer(help="Train, evaluate and share metanetworks on zoos.", no_args_is_help=True)
 app.add_typer(metanet_app, name="metanet")
+generate_app = typer.Typer(help="Train weight generators (D2NWG, p-diff) and sample members.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
 
 
 ZOO_ARG = "a store (*.zarr, *.h5) or hf://datasets/USER/REPO[@REVISION] (pulled into the HF cache)"
@@ -247,7 +249,6 @@ def zoo_configs() -> None:
 
 def _model_args(items: list[str]) -> dict:
     """``key=value`` pairs; values are JSON when they parse (numbers, lists), strings otherwise."""
-    from .errors import SpecError
 
     args = {}
     for item in items:
@@ -325,7 +326,7 @@ def metanet_push(
     revision: str | None = PUSH_REVISION,
     message: str | None = PUSH_MESSAGE,
 ) -> None:
-    """Upload a trained run (weights, config.json, model card) to a Hugging Face model repo."""
+    """Upload a saved metanet run or weight generator (weights, config.json, card) to a Hub model repo."""
     from .metanet.hub import push_run
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, message=message)
@@ -520,6 +521,81 @@ def _format_sweep(out: Path, plot: Path, table: list[dict]) -> str:
     lines += ["".join(f"{row[k]:>14.4g}" for k in keys) for row in table]
     return "\n".join(lines)
 
+
+@generate_app.command("train")
+def generate_train(
+    zoo: str = typer.Option(..., "--zoo", help="the zoo to learn from (*.zarr, *.h5 or hf://datasets/USER/REPO)"),
+    out: Path = typer.Option(..., "--out", "-o", help="generator directory (model.safetensors + config.json)"),
+    condition: str = typer.Option("dataset", "--condition", help="dataset (D2NWG) | none (p-diff)"),
+    layers: list[str] = typer.Option([], "--layers", help="generate only these modules, e.g. layers.4 (repeatable)"),
+    members: str | None = typer.Option(None, "--members", help="training members: indices and ranges like 0,3,10-19"),
+    where: str | None = typer.Option(None, "--where", help="training members: a filter of the zoo's table"),
+    epoch: int = typer.Option(-1, "--checkpoint", help="zoo checkpoint epoch to learn from (-1: the last)"),
+    align: bool = typer.Option(True, "--align/--no-align", help="weight-match members to the first one first"),
+    chunk: int = typer.Option(64, "--chunk", help="weight values per token"),
+    latent_dim: int = typer.Option(64, "--latent-dim", help="latent values per token"),
+    ae_epochs: int = typer.Option(300, "--ae-epochs", help="autoencoder training epochs"),
+    epochs: int = typer.Option(500, "--epochs", help="diffusion training epochs"),
+    contrastive_epochs: int = typer.Option(0, "--contrastive-epochs", help="dataset/latent contrastive epochs"),
+    per_class: int = typer.Option(10, "--per-class", help="samples per class in a conditioning set"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Train a weight generator on a zoo's members and save it."""
+    from .metanet.diffusion import AutoencoderConfig, EncoderConfig, FitOptions, GeneratorConfig, train_generator
+    from .metanet.train import check_device
+    from .zoo.opener import open_zoo
+    from .zoo.selection import select_members
+
+    config = GeneratorConfig(
+        condition=condition, layers=tuple(layers) or None, chunk=chunk, align=align,
+        autoencoder=AutoencoderConfig(latent_dim=latent_dim), encoder=EncoderConfig(per_class=per_class),
+        autoencoder_fit=FitOptions(epochs=ae_epochs, seed=seed), diffusion_fit=FitOptions(epochs=epochs, seed=seed),
+        contrastive_epochs=contrastive_epochs,
+    )  # fmt: skip
+    with open_zoo(zoo) as z:
+        chosen = select_members(z, members, where) if members is not None or where is not None else None
+        trained = train_generator(z, out, members=chosen, config=config, epoch=epoch, device=check_device(device))
+    hist = trained.generator.meta["history"]
+    typer.echo(
+        f"{out}: {condition} generator on {len(trained.generator.meta['members'])} members of "
+        f"{trained.generator.meta['zoo']} ({trained.seconds:.1f} s; autoencoder loss {hist['autoencoder_loss']:.4f}, "
+        f"diffusion loss {hist['diffusion_loss']:.4f})"
+    )
+
+
+@generate_app.command("sample")
+def generate_sample(
+    run: str = typer.Argument(..., help="a generator directory or a model repo id (USER/REPO)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the zoo of generated members to write (*.zarr or *.h5)"),
+    task: str | None = typer.Option(None, "--task", help="a task variant, e.g. 'classes=0,3,5,7,9 label_perm=2'"),
+    like_member: int | None = typer.Option(None, "--like-member", help="the task of this member of the zoo"),
+    n: int = typer.Option(16, "--n", help="members to generate"),
+    zoo: str | None = typer.Option(None, "--zoo", help="the zoo whose task to use (default: the training zoo)"),
+    seed: int = typer.Option(0, "--seed", help="seeds the conditioning set and the sampler"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
+    revision: str | None = typer.Option(None, "--revision", help="model repo branch, tag or commit"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Generate members for a task (no training) and write them, with their metrics, as a zoo."""
+    import numpy as np
+
+    from .metanet.diffusion import generate_members, load_generator
+    from .metanet.train import check_device
+
+    if n < 1:
+        raise SpecError(f"--n must be >= 1, got {n}")
+    device = check_device(device)
+    generator = load_generator(run, device=device, revision=revision)
+    result = generate_members(
+        generator, out, zoo=zoo, task=task, like_member=like_member, n=n, seed=seed, overwrite=overwrite, device=device
+    )
+    acc = result.metrics.get("test_acc")
+    summary = "" if acc is None else f"test_acc median {np.median(acc):.4f} (min {acc.min():.4f}, max {acc.max():.4f})"
+    typer.echo(f"{out}: {n} generated members for {result.task}; {summary}")
+
+
+generate_app.command("push")(metanet_push)  # one upload for both: the folder's config.json says what it holds
 
 @app.command("demo")
 def demo(

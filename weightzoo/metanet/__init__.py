@@ -38,6 +38,12 @@ _EXPORTS = {
     "merge_models": ".merging",
     "greedy_soup": ".merging",
     "push_run": ".hub",
+    "push_generator": ".hub",
+    "GeneratorConfig": ".diffusion",
+    "WeightGenerator": ".diffusion",
+    "train_generator": ".diffusion",
+    "load_generator": ".diffusion",
+    "generate_members": ".diffusion",
     "import_predictions": ".hub",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,6 +5,7 @@ a run to write its predictions for every member of a zoo.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,9 @@ from ..errors import SpecError
 from ..zoo.hub import PushResult, ensure_repo, hub_errors, require_token
 from ..zoo.opener import open_zoo
 from ..zoo.store import ZooStore, opened
-from .run import RUN_FILES, MetanetRun, load_run
+from .diffusion.generator import GENERATOR_FORMAT, WeightGenerator, load_generator
+from .run import MetanetRun, load_run
+from .saved import CONFIG_FILE, SAVED_FILES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,27 +34,37 @@ def push_run(
     message: str | None = None,
     token: str | None = None,
 ) -> PushResult:
-    """Upload a saved run (checked first) as the model repo ``repo_id`` with a model card."""
+    """Upload a saved metanet run or weight generator (checked first) as the model repo ``repo_id``
+    with a model card."""
     from huggingface_hub import HfApi
 
-    run = load_run(run_dir)
+    model = _load_saved(run_dir)
+    what = f"{model.config['model']} metanet" if isinstance(model, MetanetRun) else "weight generator"
     token = require_token(token, "push", repo_id)
     branch = revision or "main"
     with hub_errors("push", repo_id, revision):
         api = HfApi(token=token)
         ensure_repo(api, repo_id, "model", private, revision)
         before = _head(api, repo_id, branch)
-        info = run.push_to_hub(
-            repo_id,
-            commit_message=message or f"weightzoo: push {run.config['model']} metanet",
-            private=private,
-            token=token,
-            branch=branch,
-            model_card_kwargs={"repo_id": repo_id},
-        )
+        info = model.push_to_hub(
+            repo_id, commit_message=message or f"weightzoo: push {what}", private=private, token=token,
+            branch=branch, model_card_kwargs={"repo_id": repo_id},
+        )  # fmt: skip
     changed = info.oid != before
-    return PushResult(repo_id, branch, commits=[info.oid] if changed else [], uploaded=RUN_FILES if changed else [],
+    return PushResult(repo_id, branch, commits=[info.oid] if changed else [], uploaded=SAVED_FILES if changed else [],
                       url=info.commit_url)  # fmt: skip
+
+
+push_generator = push_run  # the same upload: the folder's config.json says what it holds
+
+
+def _load_saved(folder: str | os.PathLike) -> MetanetRun | WeightGenerator:
+    """The metanet run or generator saved in ``folder``, by its config's format (checked on loading)."""
+    try:
+        fmt = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    return load_generator(folder) if fmt == GENERATOR_FORMAT else load_run(folder)
 
 
 def _head(api, repo_id: str, branch: str) -> str | None:

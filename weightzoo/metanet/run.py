@@ -11,31 +11,24 @@ methods wrap them (adding a model card).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import ModelHubMixin
 from torch import Tensor
 
-from .._fs import staged
-from ..errors import StoreError
-from ..zoo.hub import digest, hub_errors, progress_bars
 from ..zoo.opener import open_zoo
 from ..zoo.store import ZooStore
 from .card import model_card
 from .data import MetanetTask, Normalizer, SplitSpec, ZooMembers, load_members
 from .models import Metanet, build_metanet
+from .saved import SAVED_FILES, SavedOnHub, load_state, read_folder, save_folder
 
 RUN_FORMAT = "weightzoo-metanet"
 RUN_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-RUN_FILES = [CONFIG_FILE, WEIGHTS_FILE, "README.md"]
+RUN_FILES = SAVED_FILES
 
 
 def score(task: MetanetTask, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -52,7 +45,7 @@ def score(task: MetanetTask, pred: np.ndarray, target: np.ndarray) -> dict[str, 
 
 
 class MetanetRun(
-    ModelHubMixin,
+    SavedOnHub,
     library_name="weightzoo",
     tags=["weight-space-learning", "metanetwork", "weightzoo"],
 ):
@@ -62,6 +55,8 @@ class MetanetRun(
     what :meth:`save` writes plus a model card, ``push_to_hub(repo_id)`` uploads it and
     ``MetanetRun.from_pretrained(repo_id_or_dir)`` reads it back (checksum-verified).
     """
+
+    hub_what = "metanet"
 
     def __init__(self, model: Metanet, config: dict[str, Any]) -> None:
         self.model, self.config = model, config
@@ -124,35 +119,12 @@ class MetanetRun(
     def save(self, run_dir: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``run_dir``,
         staged beside it and moved in with the config last; other files in ``run_dir`` are kept."""
-        from safetensors.torch import save_file
-
-        run_dir = Path(run_dir)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with staged(run_dir, overwrite=True, merge=_saved_files, last=[CONFIG_FILE]) as tmp:
-            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": RUN_FORMAT})
-            self.config["weights_sha256"] = digest(tmp / WEIGHTS_FILE).sha256
-            (tmp / CONFIG_FILE).write_text(json.dumps(_json_safe(self.config), indent=2, allow_nan=False))
-        return run_dir
-
-    # -- the Hub (huggingface_hub.ModelHubMixin)
-    def _save_pretrained(self, save_directory: Path) -> None:
-        self.save(save_directory)
+        return save_folder(run_dir, self.model.state_dict(), self.config, RUN_FORMAT)
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        device: str = "cpu",
-        **_: Any,
-    ) -> MetanetRun:
-        folder = run_folder(model_id, revision, cache_dir, force_download, local_files_only, token)
-        return load_run(folder, device=device)
+    def load(cls, run_dir: str | os.PathLike, device: str = "cpu") -> MetanetRun:
+        """The run saved in ``run_dir`` (see :func:`load_run`)."""
+        return load_run(run_dir, device=device)
 
     def generate_model_card(self, *args: Any, **kwargs: Any):
         return model_card(self.config, repo_id=kwargs.get("repo_id"))
@@ -160,30 +132,10 @@ class MetanetRun(
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> MetanetRun:
     """Read a run saved by :meth:`MetanetRun.save`; tampered or missing files raise StoreError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    config_path, weights = run_dir / CONFIG_FILE, run_dir / WEIGHTS_FILE
-    for path in (config_path, weights):
-        if not path.is_file():
-            raise StoreError(f"{path}: missing; a metanet run directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise StoreError(f"{config_path}: not a weightzoo metanet run (format should be {RUN_FORMAT!r})")
-    if config.get("weights_sha256") != digest(weights).sha256:
-        raise StoreError(f"{weights}: checksum differs from {CONFIG_FILE}; the weights were changed or damaged")
+    config, state = read_folder(run_dir, RUN_FORMAT, "metanet run")
     task = MetanetTask.from_dict(config["task"])
     model = build_metanet(config["model"], config["model_args"], config["input"], task.out_features)
-    try:
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise StoreError(f"{weights}: does not fit the model in {CONFIG_FILE} ({first})") from None
+    load_state(model, state, run_dir)
     return MetanetRun(model.to(device).eval(), config)
 
 
@@ -192,41 +144,3 @@ def score_members(run: MetanetRun, members: ZooMembers) -> dict[str, float]:
     out = run.predict_members(members)
     pred = out.argmax(1).numpy() if run.task.kind == "classification" else out.numpy()
     return score(run.task, pred, members.targets.numpy())
-
-
-def _saved_files(run_dir: Path) -> list[Path]:
-    """The files :meth:`MetanetRun.save` writes: replaced by a new save, the rest of ``run_dir`` kept."""
-    return [run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE]
-
-
-def run_folder(
-    source: str,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
-    """A local folder with the run: ``source`` itself if it is a directory, else the model repo
-    ``source`` downloaded into the Hugging Face cache."""
-    if os.path.isdir(source):
-        return Path(source)
-    from huggingface_hub import snapshot_download
-
-    with hub_errors("download metanet", source, revision), progress_bars(False):
-        folder = snapshot_download(
-            source, repo_type="model", revision=revision, allow_patterns=RUN_FILES, cache_dir=cache_dir,
-            force_download=force_download, local_files_only=local_files_only, token=token,
-        )  # fmt: skip
-    return Path(folder)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become None so config.json stays standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value

@@ -63,11 +63,16 @@ def stored_hparams(zoo: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
 
 def task_data(zoo: Any, i: int) -> MemberData:
     """Member ``i``'s training subset and test set, as its variant of the task has them."""
-    hp = stored_hparams(zoo, [int(i)])[0]
+    return hparams_data(zoo, stored_hparams(zoo, [int(i)])[0], zoo.member_architecture(int(i)))
+
+
+def hparams_data(zoo: Any, hparams: dict[str, Any], architecture: dict) -> MemberData:
+    """The data a member of ``zoo``'s task with ``hparams`` (its seed, training fraction and task
+    variant, stored or not) and ``architecture`` trains and is tested on."""
     task = zoo_task(zoo)
-    variant = member_variant(hp, task)
-    task = variant.inputs(task.for_architecture(zoo.member_architecture(int(i))))
-    cfg = member_config(hp)
+    variant = member_variant(hparams, task)
+    task = variant.inputs(task.for_architecture(architecture))
+    cfg = member_config(hparams)
     pool, size = member_samples(cfg, variant, task)
     subset = training_subsets(seed_keys([cfg.seed]), [size], len(task.x_train), [pool])[0, :size]
     test = variant.test_pool(task)

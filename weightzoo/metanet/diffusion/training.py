@@ -41,7 +41,7 @@ def fit_autoencoder(ae: WeightAutoencoder, flat: Tensor, options: FitOptions | N
     if flat.dim() != 2 or flat.shape[0] < 1:
         raise SpecError(f"autoencoder: needs training members [N >= 1, P], got {tuple(flat.shape)}")
     ae.tokenizer.fit(flat)
-    return _fit(ae, lambda batch, gen: ae.loss(flat[batch], gen), flat.shape[0], flat.device, options)
+    return fit_loop(ae, lambda batch, gen: ae.loss(flat[batch], gen), flat.shape[0], flat.device, options)
 
 
 def fit_diffusion(
@@ -57,11 +57,12 @@ def fit_diffusion(
         value = model.loss(latents[batch], None if cond is None else cond[batch], gen)
         return value, {"mse": float(value.detach())}
 
-    return _fit(model, loss, latents.shape[0], latents.device, options)
+    return fit_loop(model, loss, latents.shape[0], latents.device, options)
 
 
-def _fit(module: torch.nn.Module, loss_fn, count: int, device, options: FitOptions | None) -> FitHistory:
-    """AdamW over shuffled batches of ``count`` examples; one seeded generator draws batches and noise."""
+def fit_loop(module: torch.nn.Module, loss_fn, count: int, device, options: FitOptions | None) -> FitHistory:
+    """AdamW over shuffled batches of ``count`` examples, ``loss_fn(batch_indices, generator)`` giving
+    the loss and its parts; one seeded generator draws batches and noise."""
     options = options or FitOptions()
     generator = torch.Generator(device=device).manual_seed(options.seed)
     torch.manual_seed(options.seed)

@@ -1,0 +1,350 @@
+"""Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
+simple baselines, fine-tuning from them, memorization, and p-diff mode.
+
+    python benchmarks/generate.py [--quick] [--zoos DIR]
+
+The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
+in 5 drawn orders, 16 members a task; ``--quick``: ``tiny-mnist1d-conflict``). One task per class
+set is held out of generator training entirely (its members are used only to compare with), so
+every held-out task's classes and its output order are each seen in training, never together.
+
+Stages, all in one run:
+
+1. train the dataset-conditioned generator on the held-in members (timed), sample 100 members (timed);
+2. per task, 16 generated members (no training) and their test accuracy, against the zoo's median
+   and best for the task, random init (the members' own epoch-0 weights), the mean of all training
+   members (aligned, as the generator sees them), a random training member, and the members of the
+   most similar training task (the most classes mapped to the same outputs);
+3. held-out tasks: fine-tuning from generated weights, random init and the training mean, with
+   each task member's own training setup: epochs until the task's zoo median;
+4. memorization: each generated member's distance to its nearest training member after weight
+   matching, and their prediction agreement, beside two independently trained members of one task
+   and a training member plus noise of the generated spread;
+5. p-diff: an unconditional generator on the members of one task, generated vs original accuracy.
+
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from zoos import built, zoo_arguments
+
+from weightzoo import open_zoo
+from weightzoo.metanet.align import Aligner
+from weightzoo.metanet.diffusion import (
+    AutoencoderConfig,
+    DiffusionConfig,
+    EncoderConfig,
+    FitOptions,
+    GeneratorConfig,
+    WeightGenerator,
+    conditioning_set,
+    task_key,
+    train_generator,
+)
+from weightzoo.metanet.functional import Functional
+from weightzoo.zoo.evaluate import hparams_data, stored_hparams, zoo_task
+from weightzoo.zoo.train.config import member_config
+from weightzoo.zoo.train.group import GroupTrainer
+from weightzoo.zoo.train.variants import member_variant
+
+PER_TASK = 16  # generated members per task
+MEMO_PER_TASK = 2  # generated members per task checked for memorization
+
+
+def config(quick: bool) -> GeneratorConfig:
+    if quick:
+        return GeneratorConfig(
+            chunk=32, autoencoder=AutoencoderConfig(d_model=32, latent_dim=32, depth=1),
+            diffusion=DiffusionConfig(d_model=32, depth=1), encoder=EncoderConfig(d_model=32, depth=1, per_class=4),
+            autoencoder_fit=FitOptions(epochs=20, batch_size=16), diffusion_fit=FitOptions(epochs=40, batch_size=16),
+            steps=20,
+        )  # fmt: skip
+    return GeneratorConfig(
+        chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
+        diffusion=DiffusionConfig(d_model=128, depth=3), encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
+        autoencoder_fit=FitOptions(epochs=200, batch_size=32), diffusion_fit=FitOptions(epochs=600, batch_size=64),
+        contrastive_epochs=100, steps=50,
+    )  # fmt: skip
+
+
+@dataclass
+class Tasks:
+    """The zoo's members by task; held-out tasks are one output order per class set."""
+
+    keys: list[str]
+    members: dict[str, list[int]]
+    heldout: list[str]
+
+    @classmethod
+    def of(cls, zoo) -> Tasks:
+        hps = stored_hparams(zoo, list(range(len(zoo))))
+        members: dict[str, list[int]] = {}
+        for i, hp in enumerate(hps):
+            members.setdefault(task_key(hp), []).append(i)
+        keys = sorted(members, key=lambda k: members[k][0])
+        by_classes: dict[str, list[str]] = {}
+        for k in keys:
+            by_classes.setdefault(json.loads(k)["task.classes"], []).append(k)
+        heldout = [group[j % len(group)] for j, group in enumerate(by_classes.values())]
+        return cls(keys, members, heldout)
+
+    @property
+    def heldin(self) -> list[str]:
+        return [k for k in self.keys if k not in self.heldout]
+
+    def training_members(self) -> list[int]:
+        return sorted(i for k in self.heldin for i in self.members[k])
+
+
+def label_map(key: str) -> dict[int, int]:
+    """A task's class -> output map (its classes through its label permutation)."""
+    task = json.loads(key)
+    classes = [int(c) for c in task["task.classes"].split(",")]
+    perm = np.random.default_rng(int(task["task.label_perm"])).permutation(10) if task.get("task.label_perm") else None
+    return {c: int(perm[c]) if perm is not None else c for c in classes}
+
+
+def nearest_task(key: str, candidates: list[str]) -> str:
+    """The candidate mapping the most of ``key``'s classes to the same outputs (then sharing most classes)."""
+    mine = label_map(key)
+
+    def score(other: str) -> tuple[int, int]:
+        theirs = label_map(other)
+        return sum(theirs.get(c) == o for c, o in mine.items()), len(set(theirs) & set(mine))
+
+    return max(candidates, key=score)
+
+
+def median_acc(zoo, flat: torch.Tensor, member: int) -> float:
+    return float(np.median(zoo.evaluate(flat, member)["test_acc"]))
+
+
+def generate(zoo, gen: WeightGenerator, key: str, members: list[int], n: int, seed: int) -> torch.Tensor:
+    hp = stored_hparams(zoo, [members[0]])[0]
+    return gen.sample(n, conditioning_set(zoo, hp, members[0], gen, seed), seed=seed)
+
+
+def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[str, torch.Tensor]) -> list[dict]:
+    """Stage 2: one row per task."""
+    rng = np.random.default_rng(0)
+    mean = train_flat.mean(0)
+    random_members = train_flat[rng.choice(len(train_flat), size=min(PER_TASK, len(train_flat)), replace=False)]
+    rows = []
+    for key in tasks.keys:
+        m = tasks.members[key]
+        zoo_acc = zoo.metric("test_acc", m)
+        gen_acc = zoo.evaluate(generated[key], m[0])["test_acc"]
+        near = nearest_task(key, tasks.heldin if key in tasks.heldout else [k for k in tasks.heldin if k != key])
+        rows.append({
+            "task": key, "heldout": key in tasks.heldout,
+            "gen_median": float(np.median(gen_acc)), "gen_q25": float(np.quantile(gen_acc, 0.25)),
+            "gen_q75": float(np.quantile(gen_acc, 0.75)),
+            "zoo_median": float(np.median(zoo_acc)), "zoo_best": float(zoo_acc.max()),
+            "random_init": float(np.median(zoo.metric("test_acc", m, epoch=0))),
+            "train_mean": median_acc(zoo, mean, m[0]), "train_member": median_acc(zoo, random_members, m[0]),
+            "nearest_task": median_acc(zoo, zoo.params(tasks.members[near]), m[0]),
+        })  # fmt: skip
+    return rows
+
+
+def curves(zoo, members: list[int], init: torch.Tensor | None, epochs: int) -> np.ndarray:
+    """Test accuracy ``[n, epochs + 1]`` of the members' own training setups started from ``init``."""
+    task, hps = zoo_task(zoo), stored_hparams(zoo, members)
+    arch = zoo.member_architecture(members[0])
+    batch = int(zoo.attrs["spec"].get("batch_size", 128))
+    trainer = GroupTrainer(
+        arch, task.for_architecture(arch), [member_config(h) for h in hps], batch, "cpu",
+        variants=[member_variant(h, task) for h in hps], init=init,
+    )  # fmt: skip
+    return trainer.train(epochs, list(range(epochs + 1))).metrics["test_acc"]
+
+
+def epochs_to(curve: np.ndarray, target: float) -> np.ndarray:
+    """First epoch at or above ``target`` per row; ``epochs + 1`` where never reached."""
+    hit = curve >= target
+    return np.where(hit.any(1), hit.argmax(1), curve.shape[1])
+
+
+def finetune(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], mean: torch.Tensor, epochs: int) -> list[dict]:
+    """Stage 3 on the held-out tasks."""
+    rows = []
+    for key in tasks.heldout:
+        m = tasks.members[key]
+        target = float(np.median(zoo.metric("test_acc", m)))
+        starts = {"generated": generated[key][: len(m)], "random": None, "train_mean": mean.expand(len(m), -1)}
+        row = {"task": key, "target": target}
+        for name, init in starts.items():
+            curve = curves(zoo, m, init, epochs)
+            row[name] = epochs_to(curve, target).tolist()
+            row[f"{name}_acc0"] = float(np.median(curve[:, 0]))
+        rows.append(row)
+    return rows
+
+
+def agreement(fn: Functional, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """Fraction of inputs ``x`` on which each row of ``a`` predicts what the row of ``b`` does."""
+    return (fn.outputs(a, x).argmax(-1) == fn.outputs(b, x).argmax(-1)).float().mean(1).numpy()
+
+
+def memorization(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], train_flat: torch.Tensor, train_keys) -> dict:
+    """Stage 4: nearest training member after alignment, against independent pairs and noise."""
+    aligner = Aligner(zoo.layout, zoo.perm_spec, "weight")
+    fn = Functional(zoo.member_architecture(0))
+    out = {"gen_dist": [], "gen_agree": [], "same_task": [], "pair_dist": [], "pair_agree": [],
+           "noise_dist": [], "noise_agree": [], "heldout": []}  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    for key in tasks.keys:
+        m = tasks.members[key]
+        x = hparams_data(zoo, stored_hparams(zoo, [m[0]])[0], zoo.member_architecture(m[0])).x_test
+        for g in generated[key][:MEMO_PER_TASK]:
+            aligned = aligner.align(g, train_flat)[0]
+            dist = (aligned - g).norm(dim=1)
+            j = int(dist.argmin())
+            out["gen_dist"].append(float(dist[j]))
+            out["gen_agree"].append(float(agreement(fn, g[None], aligned[j][None], x)[0]))
+            out["same_task"].append(train_keys[j] == key)
+            out["heldout"].append(key in tasks.heldout)
+        a, b = zoo.params(m[:2]).float()
+        b = aligner.align(a, b)[0]
+        out["pair_dist"].append(float((a - b).norm()))
+        out["pair_agree"].append(float(agreement(fn, a[None], b[None], x)[0]))
+        spread = generated[key].std(0)
+        source = train_flat[train_keys.index(key)] if key in train_keys else a
+        noisy = source + spread * torch.randn(source.shape, generator=gen)
+        out["noise_dist"].append(float((noisy - source).norm()))
+        out["noise_agree"].append(float(agreement(fn, noisy[None], source[None], x)[0]))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
+    """Stage 5: p-diff on the first held-in task's members."""
+    key = tasks.heldin[0]
+    m = tasks.members[key]
+    trained = train_generator(zoo, members=m, config=replace(cfg, condition="none"))
+    flat = trained.generator.sample(PER_TASK, seed=0)
+    gen_acc, orig = zoo.evaluate(flat, m[0])["test_acc"], zoo.metric("test_acc", m)
+    aligner = Aligner(zoo.layout, zoo.perm_spec, "weight")
+    members = zoo.params(m).float()
+    nearest = [float((aligner.align(g, members)[0] - g).norm(dim=1).min()) for g in flat[:4]]
+    a, b = members[:2]
+    pair = float((aligner.align(a, b)[0] - a).norm())
+    return {
+        "task": key, "gen_median": float(np.median(gen_acc)), "orig_median": float(np.median(orig)),
+        "gen_best": float(gen_acc.max()), "orig_best": float(orig.max()), "seconds": trained.seconds,
+        "nn_distance_ratio": float(np.median(nearest) / pair),
+    }  # fmt: skip
+
+
+def show_tasks(rows: list[dict]) -> None:
+    cols = ["gen_median", "gen_q25", "gen_q75", "zoo_median", "zoo_best", "random_init", "train_mean",
+            "train_member", "nearest_task"]  # fmt: skip
+    print(f"{'task':<46} {'split':<8}" + "".join(f"{c:>13}" for c in cols))
+    for r in rows:
+        t = json.loads(r["task"])
+        name = f"classes {t['task.classes']} perm {t['task.label_perm']}"
+        print(f"{name:<46} {'held-out' if r['heldout'] else 'held-in':<8}" + "".join(f"{r[c]:>13.4f}" for c in cols))
+
+
+def main() -> None:
+    args = zoo_arguments(__doc__, "the tiny zoo and small models (minutes)")
+    torch.manual_seed(0)
+    path, _ = built("tiny-mnist1d-conflict" if args.quick else "mnist1d-conflict", args.zoos)
+    cfg = config(args.quick)
+    result: dict = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    with open_zoo(path) as zoo:
+        tasks = Tasks.of(zoo)
+        train_members = tasks.training_members()
+        trained = train_generator(zoo, members=train_members, config=cfg)
+        gen = trained.generator
+        train_keys = [task_key(h) for h in stored_hparams(zoo, train_members)]
+        train_flat = Aligner(zoo.layout, zoo.perm_spec, "weight").align(gen.base, zoo.params(train_members).float())[0]
+        start = time.perf_counter()
+        generate(zoo, gen, tasks.keys[0], tasks.members[tasks.keys[0]], 100, seed=99)
+        sample_s = time.perf_counter() - start
+        generated = {k: generate(zoo, gen, k, tasks.members[k], PER_TASK, seed=i) for i, k in enumerate(tasks.keys)}
+        with torch.no_grad():
+            rec = gen.autoencoder.reconstruct(train_flat[:64])
+        rec_acc = zoo.evaluate(rec, train_members[:64])["test_acc"] / zoo.metric("test_acc", train_members[:64])
+        rows = task_rows(zoo, gen, tasks, train_flat, generated)
+        print(f"generator: {len(train_members)} members of {len(tasks.heldin)} tasks; trained in "
+              f"{trained.seconds:.0f} s (autoencoder loss {trained.autoencoder.loss[-1]:.4f}, diffusion loss "
+              f"{trained.diffusion.loss[-1]:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
+        print(f"autoencoder reconstruction: test accuracy / original, median {np.median(rec_acc):.3f}\n")
+        show_tasks(rows)
+        epochs = int(zoo.attrs["spec"]["epochs"])
+        ft = finetune(zoo, tasks, generated, train_flat.mean(0), epochs)
+        memo = memorization(zoo, tasks, generated, train_flat, train_keys)
+        pd = pdiff(zoo, tasks, cfg)
+
+    heldin = [r for r in rows if not r["heldout"]]
+    heldout = [r for r in rows if r["heldout"]]
+    ratio = lambda rs, a, b: float(np.median([r[a] / r[b] for r in rs]))  # noqa: E731
+    baseline = [r["gen_median"] / max(r["random_init"], r["train_mean"], r["train_member"]) for r in heldout]
+    print("\nsummary (medians over tasks)")
+    for name, rs in (("held-in", heldin), ("held-out", heldout)):
+        print(f"  {name:<9} generated/zoo median {ratio(rs, 'gen_median', 'zoo_median'):.3f}   "
+              f"generated/nearest task {ratio(rs, 'gen_median', 'nearest_task'):.3f}")  # fmt: skip
+    print(f"  held-out generated / best unconditioned baseline: {np.median(baseline):.3f}")
+
+    print(f"\nfine-tuning on held-out tasks (zoo epochs {epochs}; epochs to the task's zoo median, mean over members)")
+    starts = ("generated", "random", "train_mean")
+    print(f"{'task':<46}{'target':>8}" + "".join(f"{s:>12}{s[:4] + ' acc0':>12}" for s in starts))
+    for r in ft:
+        t = json.loads(r["task"])
+        print(f"{'classes ' + t['task.classes'] + ' perm ' + str(t['task.label_perm']):<46}{r['target']:>8.4f}"
+              + "".join(f"{np.mean(r[s]):>12.2f}{r[s + '_acc0']:>12.4f}" for s in starts))  # fmt: skip
+    ft_means = {s: float(np.mean([e for r in ft for e in r[s]])) for s in starts}
+    never = {s: int(sum(e > epochs for r in ft for e in r[s])) for s in starts}
+    print("  all: " + ", ".join(f"{s} {ft_means[s]:.2f} epochs ({never[s]} never)" for s in starts))
+
+    print("\nmemorization (L2 after weight matching; agreement = share of test inputs predicted alike)")
+    print(f"{'':<44}{'distance':>12}{'agreement':>12}")
+    for name, d, a in (
+        ("generated -> nearest training member", memo["gen_dist"], memo["gen_agree"]),
+        ("  held-in tasks", memo["gen_dist"][~memo["heldout"]], memo["gen_agree"][~memo["heldout"]]),
+        ("  held-out tasks", memo["gen_dist"][memo["heldout"]], memo["gen_agree"][memo["heldout"]]),
+        ("two independent members of one task", memo["pair_dist"], memo["pair_agree"]),
+        ("training member + noise of generated spread", memo["noise_dist"], memo["noise_agree"]),
+    ):
+        print(f"{name:<44}{np.median(d):>12.3f}{np.median(a):>12.3f}")
+    same = float(memo["same_task"][~memo["heldout"]].mean()) if (~memo["heldout"]).any() else float("nan")
+    print(f"  nearest training member is of the generated member's own task (held-in): {same:.2f}")
+    print(f"\np-diff on {pd['task']}: generated median {pd['gen_median']:.4f} (best {pd['gen_best']:.4f}) vs "
+          f"original median {pd['orig_median']:.4f} (best {pd['orig_best']:.4f}); nearest/pair distance "
+          f"{pd['nn_distance_ratio']:.3f}; trained in {pd['seconds']:.0f} s")  # fmt: skip
+
+    result |= {
+        "heldin_ratio": ratio(heldin, "gen_median", "zoo_median"),
+        "heldout_ratio": ratio(heldout, "gen_median", "zoo_median"),
+        "heldout_vs_best_baseline": float(np.median(baseline)),
+        "heldout_vs_nearest_task": ratio(heldout, "gen_median", "nearest_task"),
+        "finetune_epoch_ratio": ft_means["generated"] / ft_means["random"],
+        "finetune_epochs": ft_means,
+        "nn_distance_ratio": float(np.median(memo["gen_dist"]) / np.median(memo["pair_dist"])),
+        "nn_agreement": float(np.median(memo["gen_agree"])),
+        "pair_agreement": float(np.median(memo["pair_agree"])),
+        "nearest_same_task": same,
+        "pdiff_generated_vs_original": pd["gen_median"] / pd["orig_median"],
+        "pdiff_nn_distance_ratio": pd["nn_distance_ratio"],
+        "reconstruction_acc_ratio": float(np.median(rec_acc)),
+        "train_s": round(trained.seconds, 1),
+        "sample_100_s": round(sample_s, 2),
+    }
+    result["targets"] = {
+        "heldin_at_least_0.9": result["heldin_ratio"] >= 0.9,
+        "heldout_above_every_unconditioned_baseline": result["heldout_vs_best_baseline"] > 1.0,
+        "heldout_at_least_0.7": result["heldout_ratio"] >= 0.7,
+        "finetune_at_most_one_third": result["finetune_epoch_ratio"] <= 1 / 3,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
