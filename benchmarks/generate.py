@@ -59,18 +59,30 @@ MEMO_PER_TASK = 2  # generated members per task checked for memorization
 
 
 def config(quick: bool) -> GeneratorConfig:
+    """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`)."""
     if quick:
         return GeneratorConfig(
             chunk=32, autoencoder=AutoencoderConfig(d_model=32, latent_dim=32, depth=1),
-            diffusion=DiffusionConfig(d_model=32, depth=1), encoder=EncoderConfig(d_model=32, depth=1, per_class=4),
+            diffusion=DiffusionConfig(d_model=32, depth=1, prediction_type="sample"),
+            encoder=EncoderConfig(d_model=32, depth=1, per_class=4),
             autoencoder_fit=FitOptions(epochs=20, batch_size=16), diffusion_fit=FitOptions(epochs=40, batch_size=16),
             steps=20,
         )  # fmt: skip
     return GeneratorConfig(
         chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
-        diffusion=DiffusionConfig(d_model=128, depth=3), encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
-        autoencoder_fit=FitOptions(epochs=200, batch_size=32), diffusion_fit=FitOptions(epochs=600, batch_size=64),
+        diffusion=DiffusionConfig(d_model=128, depth=3, prediction_type="sample"),
+        encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
+        autoencoder_fit=FitOptions(epochs=100, batch_size=32), diffusion_fit=FitOptions(epochs=1000, batch_size=64),
         contrastive_epochs=100, steps=50,
+    )  # fmt: skip
+
+
+def pdiff_config(cfg: GeneratorConfig, quick: bool) -> GeneratorConfig:
+    """Unconditional, on one task's 16 members: one batch an epoch, so epochs are steps."""
+    steps = 40 if quick else 3000
+    return replace(
+        cfg, condition="none", autoencoder_fit=FitOptions(epochs=steps // 10, batch_size=16),
+        diffusion_fit=FitOptions(epochs=steps, batch_size=16),
     )  # fmt: skip
 
 
@@ -126,9 +138,23 @@ def median_acc(zoo, flat: torch.Tensor, member: int) -> float:
     return float(np.median(zoo.evaluate(flat, member)["test_acc"]))
 
 
-def generate(zoo, gen: WeightGenerator, key: str, members: list[int], n: int, seed: int) -> torch.Tensor:
+def generate(
+    zoo, gen: WeightGenerator, members: list[int], n: int, seed: int, guidance: float | None = None
+) -> torch.Tensor:
+    """``n`` members for the task of ``members``, conditioned on a set drawn from its training data."""
     hp = stored_hparams(zoo, [members[0]])[0]
-    return gen.sample(n, conditioning_set(zoo, hp, members[0], gen, seed), seed=seed)
+    return gen.sample(n, conditioning_set(zoo, hp, members[0], gen, seed), seed=seed, guidance=guidance)
+
+
+def guided_ratios(zoo, gen: WeightGenerator, tasks: Tasks, guidance: float) -> dict[str, float]:
+    """Median over held-in / held-out tasks of generated / zoo median test accuracy at ``guidance``."""
+    ratios: dict[str, list[float]] = {"held-in": [], "held-out": []}
+    for i, key in enumerate(tasks.keys):
+        m = tasks.members[key]
+        acc = zoo.evaluate(generate(zoo, gen, m, PER_TASK, seed=i, guidance=guidance), m[0])["test_acc"]
+        split = "held-out" if key in tasks.heldout else "held-in"
+        ratios[split].append(float(np.median(acc) / np.median(zoo.metric("test_acc", m))))
+    return {k: float(np.median(v)) for k, v in ratios.items()}
 
 
 def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[str, torch.Tensor]) -> list[dict]:
@@ -227,7 +253,7 @@ def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
     """Stage 5: p-diff on the first held-in task's members."""
     key = tasks.heldin[0]
     m = tasks.members[key]
-    trained = train_generator(zoo, members=m, config=replace(cfg, condition="none"))
+    trained = train_generator(zoo, members=m, config=cfg, progress=True)
     flat = trained.generator.sample(PER_TASK, seed=0)
     gen_acc, orig = zoo.evaluate(flat, m[0])["test_acc"], zoo.metric("test_acc", m)
     aligner = Aligner(zoo.layout, zoo.perm_spec, "weight")
@@ -261,14 +287,15 @@ def main() -> None:
     with open_zoo(path) as zoo:
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
-        trained = train_generator(zoo, members=train_members, config=cfg)
+        trained = train_generator(zoo, members=train_members, config=cfg, progress=True)
         gen = trained.generator
         train_keys = [task_key(h) for h in stored_hparams(zoo, train_members)]
         train_flat = Aligner(zoo.layout, zoo.perm_spec, "weight").align(gen.base, zoo.params(train_members).float())[0]
         start = time.perf_counter()
-        generate(zoo, gen, tasks.keys[0], tasks.members[tasks.keys[0]], 100, seed=99)
+        generate(zoo, gen, tasks.members[tasks.keys[0]], 100, seed=99)
         sample_s = time.perf_counter() - start
-        generated = {k: generate(zoo, gen, k, tasks.members[k], PER_TASK, seed=i) for i, k in enumerate(tasks.keys)}
+        generated = {k: generate(zoo, gen, tasks.members[k], PER_TASK, seed=i) for i, k in enumerate(tasks.keys)}
+        guided = guided_ratios(zoo, gen, tasks, 2.0)
         with torch.no_grad():
             rec = gen.autoencoder.reconstruct(train_flat[:64])
         rec_acc = zoo.evaluate(rec, train_members[:64])["test_acc"] / zoo.metric("test_acc", train_members[:64])
@@ -281,7 +308,7 @@ def main() -> None:
         epochs = int(zoo.attrs["spec"]["epochs"])
         ft = finetune(zoo, tasks, generated, train_flat.mean(0), epochs)
         memo = memorization(zoo, tasks, generated, train_flat, train_keys)
-        pd = pdiff(zoo, tasks, cfg)
+        pd = pdiff(zoo, tasks, pdiff_config(cfg, args.quick))
 
     heldin = [r for r in rows if not r["heldout"]]
     heldout = [r for r in rows if r["heldout"]]
@@ -292,6 +319,7 @@ def main() -> None:
         print(f"  {name:<9} generated/zoo median {ratio(rs, 'gen_median', 'zoo_median'):.3f}   "
               f"generated/nearest task {ratio(rs, 'gen_median', 'nearest_task'):.3f}")  # fmt: skip
     print(f"  held-out generated / best unconditioned baseline: {np.median(baseline):.3f}")
+    print(f"  with classifier-free guidance 2.0: held-in {guided['held-in']:.3f}, held-out {guided['held-out']:.3f}")
 
     print(f"\nfine-tuning on held-out tasks (zoo epochs {epochs}; epochs to the task's zoo median, mean over members)")
     starts = ("generated", "random", "train_mean")
@@ -325,6 +353,8 @@ def main() -> None:
         "heldout_ratio": ratio(heldout, "gen_median", "zoo_median"),
         "heldout_vs_best_baseline": float(np.median(baseline)),
         "heldout_vs_nearest_task": ratio(heldout, "gen_median", "nearest_task"),
+        "heldin_ratio_guidance2": guided["held-in"],
+        "heldout_ratio_guidance2": guided["held-out"],
         "finetune_epoch_ratio": ft_means["generated"] / ft_means["random"],
         "finetune_epochs": ft_means,
         "nn_distance_ratio": float(np.median(memo["gen_dist"]) / np.median(memo["pair_dist"])),

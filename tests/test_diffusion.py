@@ -154,3 +154,35 @@ def test_sampling_is_seeded_and_conditions_are_checked():
         model.sample(0)
     with pytest.raises(SpecError, match="this model is unconditional"):
         _diffusion(cond_dim=0).sample(2, torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "sample", "v_prediction"])
+def test_the_loss_targets_what_the_denoiser_predicts(kind, monkeypatch):
+    """A denoiser that outputs zeros: the loss is the mean square of its target, the noise, the
+    clean (standardized) latents, or the velocity sqrt(a_t) * noise - sqrt(1 - a_t) * x0 (DDPM's
+    cumulative alpha a_t at each example's timestep), drawn with the same generator."""
+    latents, _ = _clusters(8)
+    config = DiffusionConfig(d_model=8, depth=1, heads=2, train_steps=100, prediction_type=kind)
+    model = LatentDiffusion((3, 2), config)
+    monkeypatch.setattr(model.denoiser, "forward", lambda noisy, t, cond, drop: torch.zeros_like(noisy))
+    loss = model.loss(latents, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, 100, (8,), generator=gen)
+    alpha = model.scheduler.alphas_cumprod[t][:, None, None]
+    target = {"epsilon": noise, "sample": latents, "v_prediction": alpha.sqrt() * noise - (1 - alpha).sqrt() * latents}
+    torch.testing.assert_close(loss, target[kind].square().mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_prediction_type_and_lr_schedule_are_refused():
+    with pytest.raises(SpecError, match="prediction_type 'x0' is unknown"):
+        DiffusionConfig(prediction_type="x0")
+    with pytest.raises(SpecError, match="schedule 'linear' is unknown; use constant or cosine"):
+        FitOptions(schedule="linear")
+    layout, flat = _members(8)
+    histories = []
+    for schedule in ("constant", "cosine"):
+        torch.manual_seed(0)
+        ae = WeightAutoencoder(WeightTokenizer(layout, chunk=8), AutoencoderConfig(d_model=16, heads=2))
+        histories.append(fit_autoencoder(ae, flat, FitOptions(epochs=3, batch_size=4, schedule=schedule)).loss)
+    assert histories[0][0] == histories[1][0] and histories[0][-1] != histories[1][-1]  # the lr changes after step 1

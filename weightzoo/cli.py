@@ -540,6 +540,7 @@ def generate_train(
     per_class: int = typer.Option(10, "--per-class", help="samples per class in a conditioning set"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a weight generator on a zoo's members and save it."""
     from .metanet.diffusion import AutoencoderConfig, EncoderConfig, FitOptions, GeneratorConfig, train_generator
@@ -555,7 +556,9 @@ def generate_train(
     )  # fmt: skip
     with open_zoo(zoo) as z:
         chosen = select_members(z, members, where) if members is not None or where is not None else None
-        trained = train_generator(z, out, members=chosen, config=config, epoch=epoch, device=check_device(device))
+        trained = train_generator(
+            z, out, members=chosen, config=config, epoch=epoch, device=check_device(device), progress=_progress(quiet)
+        )
     hist = trained.generator.meta["history"]
     typer.echo(
         f"{out}: {condition} generator on {len(trained.generator.meta['members'])} members of "

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..._fs import ensure_writable
 from ...errors import SpecError, StoreError
 from ...layout import ParamLayout
 from ...symmetry import PermutationSpec
@@ -53,7 +54,9 @@ class GeneratorConfig:
         autoencoder, diffusion, encoder: the parts' sizes (``diffusion.cond_dim`` is set from the
             encoder). The latents default to as many values per token as the chunk has: measured on
             mnist1d-conflict, independently trained members do not compress (2x: relative error 0.54,
-            reconstructed accuracy 69% of the original's; 1x: 0.03 and 100%).
+            reconstructed accuracy 69% of the original's; 1x: 0.03 and 100%). The denoiser predicts
+            the clean latents by default: on 16 members of one mnist1d-conflict task, 3,000 steps,
+            generated median accuracy was 0.46 predicting them, 0.33 the velocity, 0.20 the noise.
         autoencoder_fit, diffusion_fit: the two training budgets.
         contrastive_epochs: epochs of contrastive alignment of dataset embeddings to weight latents
             before the diffusion model is trained (0: none; the encoder then learns with the denoiser).
@@ -66,7 +69,7 @@ class GeneratorConfig:
     chunk: int = 64
     align: bool = True
     autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(d_model=128, latent_dim=64))
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(prediction_type="sample"))
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     autoencoder_fit: FitOptions = field(default_factory=lambda: FitOptions(epochs=300))
     diffusion_fit: FitOptions = field(default_factory=lambda: FitOptions(epochs=500))
@@ -283,10 +286,14 @@ def train_generator(
     config: GeneratorConfig | None = None,
     epoch: int = -1,
     device: str = "cpu",
+    progress: bool = False,
 ) -> TrainedGenerator:
     """Train a generator on ``members`` of ``zoo`` (default all) at checkpoint ``epoch``; saved to
-    ``out`` when given. See the module docstring for the recipe."""
+    ``out`` when given, with progress bars per stage if ``progress``. See the module docstring for
+    the recipe."""
     config = config or GeneratorConfig()
+    if out is not None:
+        ensure_writable(out)  # before any long work
     start = time.perf_counter()
     with opened(zoo, open_zoo) as z:
         chosen = _members(z, members)
@@ -299,16 +306,17 @@ def train_generator(
     model = WeightGenerator(config, z.layout, meta).to(device)
     flat = flat.to(device)
     model.base.copy_(flat[0])
-    ae_hist = fit_autoencoder(model.autoencoder, flat, config.autoencoder_fit)
+    bars = _Bars(progress)
+    ae_hist = fit_autoencoder(model.autoencoder, flat, config.autoencoder_fit, bars("autoencoder"))
     with torch.no_grad():
         latents = torch.cat([model.autoencoder.encode(part) for part in flat.split(256)])
     keys = [task_key(hp) for hp in hparams]
     if model.conditional:
         if config.contrastive_epochs:
-            _align_embeddings(model, latents, keys, samples, config)
-        diff_hist = _fit_conditional(model, latents, keys, samples, config)
+            _align_embeddings(model, latents, keys, samples, config, bars("contrastive"))
+        diff_hist = _fit_conditional(model, latents, keys, samples, config, bars("diffusion"))
     else:
-        diff_hist = fit_diffusion(model.diffusion, latents, None, config.diffusion_fit)
+        diff_hist = fit_diffusion(model.diffusion, latents, None, config.diffusion_fit, bars("diffusion"))
     seconds = time.perf_counter() - start
     model.meta["history"] = {
         "autoencoder_loss": ae_hist.loss[-1], "diffusion_loss": diff_hist.loss[-1], "seconds": seconds,
@@ -347,7 +355,12 @@ def _meta(zoo: ZooStore, members: list[int], hparams: list[dict], samples: dict[
 
 
 def _fit_conditional(
-    model: WeightGenerator, latents: Tensor, keys: list[str], samples: dict[str, TaskSamples], config: GeneratorConfig
+    model: WeightGenerator,
+    latents: Tensor,
+    keys: list[str],
+    samples: dict[str, TaskSamples],
+    config: GeneratorConfig,
+    progress: str | None,
 ) -> FitHistory:
     """The denoiser and the dataset encoder trained together: every step draws a fresh conditioning
     set for each member of the batch from its task's samples."""
@@ -362,11 +375,16 @@ def _fit_conditional(
 
     model.diffusion.fit_scale(latents)
     parts = nn.ModuleDict({"diffusion": model.diffusion, "encoder": model.encoder})
-    return fit_loop(parts, loss, len(latents), device, config.diffusion_fit)
+    return fit_loop(parts, loss, len(latents), device, config.diffusion_fit, progress)
 
 
 def _align_embeddings(
-    model: WeightGenerator, latents: Tensor, keys: list[str], samples: dict[str, TaskSamples], config: GeneratorConfig
+    model: WeightGenerator,
+    latents: Tensor,
+    keys: list[str],
+    samples: dict[str, TaskSamples],
+    config: GeneratorConfig,
+    progress: str | None,
 ) -> None:
     """D2NWG's contrastive stage: dataset embeddings pulled towards their members' latents (one member
     per task in a batch, so the other rows are other tasks)."""
@@ -386,7 +404,18 @@ def _align_embeddings(
         return value, {"infonce": float(value.detach())}
 
     options = replace(config.diffusion_fit, epochs=config.contrastive_epochs)
-    fit_loop(nn.ModuleDict({"encoder": model.encoder, "project": project}), loss, len(task_list), device, options)
+    parts = nn.ModuleDict({"encoder": model.encoder, "project": project})
+    fit_loop(parts, loss, len(task_list), device, options, progress)
+
+
+@dataclass(frozen=True)
+class _Bars:
+    """Progress bar names per training stage, or None for every stage when progress is off."""
+
+    on: bool
+
+    def __call__(self, stage: str) -> str | None:
+        return f"generator {stage}" if self.on else None
 
 
 def _set_generator(seed: int) -> torch.Generator:

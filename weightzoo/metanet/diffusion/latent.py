@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from ...errors import SpecError
 
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -29,12 +31,15 @@ class DiffusionConfig:
     heads: int = 4
     train_steps: int = 1000  # DDPM timesteps
     beta_schedule: str = "linear"  # a diffusers schedule name
+    prediction_type: str = "epsilon"  # what the denoiser predicts: epsilon | sample | v_prediction (diffusers)
     cond_dim: int = 0  # 0: unconditional (p-diff)
     cond_dropout: float = 0.1  # classifier-free guidance: training examples with the null condition
 
     def __post_init__(self) -> None:
         if min(self.d_model, self.depth, self.heads, self.train_steps) < 1 or self.d_model % self.heads:
             raise SpecError(f"diffusion: bad sizes {asdict(self)} (all >= 1, d_model divisible by heads)")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise SpecError(f"diffusion: prediction_type {self.prediction_type!r} is unknown; use {PREDICTION_TYPES}")
         if self.cond_dim < 0 or not 0.0 <= self.cond_dropout < 1.0:
             raise SpecError(f"diffusion: cond_dim must be >= 0 and cond_dropout in [0, 1), got {asdict(self)}")
 
@@ -96,7 +101,10 @@ class LatentDiffusion(nn.Module):
     @functools.cached_property
     def scheduler(self) -> DDPMScheduler:
         """The training noise schedule (built once; DDIM sampling reuses its config)."""
-        return DDPMScheduler(num_train_timesteps=self.config.train_steps, beta_schedule=self.config.beta_schedule)
+        c = self.config
+        return DDPMScheduler(
+            num_train_timesteps=c.train_steps, beta_schedule=c.beta_schedule, prediction_type=c.prediction_type
+        )
 
     def fit_scale(self, latents: Tensor) -> None:
         """Per-channel mean and spread of the training latents ``[N, T, L]`` (diffusion runs on
@@ -115,7 +123,8 @@ class LatentDiffusion(nn.Module):
             raise SpecError(f"diffusion: condition must have shape [{batch}, {want}], got {list(cond.shape)}")
 
     def loss(self, latents: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Noise-prediction MSE on a batch of clean latents ``[B, T, L]``."""
+        """The denoiser's MSE on a batch of clean latents ``[B, T, L]`` (against the noise, the clean
+        latents or the velocity, as ``prediction_type`` says)."""
         B = latents.shape[0]
         self._check_cond(cond, B)
         sched = self.scheduler
@@ -126,7 +135,9 @@ class LatentDiffusion(nn.Module):
         if cond is not None and self.config.cond_dropout > 0:
             drop = torch.rand(B, generator=generator, device=x0.device) < self.config.cond_dropout
         pred = self.denoiser(sched.add_noise(x0, noise, t), t, cond, drop)
-        return (pred - noise).square().mean()
+        kind = self.config.prediction_type
+        target = noise if kind == "epsilon" else x0 if kind == "sample" else sched.get_velocity(x0, noise, t)
+        return (pred - target).square().mean()
 
     @torch.no_grad()
     def sample(

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import SpecError
+from ..._fs import ensure_writable
+from ...errors import SpecError, StoreError
 from ...zoo.evaluate import hparams_data, stored_hparams, zoo_task
 from ...zoo.opener import open_zoo
 from ...zoo.store import ZooStore, opened, staged_store
@@ -122,6 +123,9 @@ def generate_members(
     conditioning set is drawn from the task's training data unless ``conditioning`` gives one."""
     if n < 1:
         raise SpecError(f"--n must be >= 1, got {n}")
+    if Path(out).exists() and not overwrite:
+        raise StoreError(f"{out}: already exists; choose another path or pass overwrite=True (--overwrite)")
+    ensure_writable(out)
     with opened(zoo if zoo is not None else generator.meta["zoo_path"], open_zoo) as z:
         check_zoo(z, generator)
         hp, member = _template(z, generator, task, like_member)
