@@ -312,9 +312,10 @@ def train_generator(
         latents = torch.cat([model.autoencoder.encode(part) for part in flat.split(256)])
     keys = [task_key(hp) for hp in hparams]
     if model.conditional:
+        stages = _Conditioning(model, latents, keys, samples, config)
         if config.contrastive_epochs:
-            _align_embeddings(model, latents, keys, samples, config, bars("contrastive"))
-        diff_hist = _fit_conditional(model, latents, keys, samples, config, bars("diffusion"))
+            stages.align_embeddings(bars("contrastive"))
+        diff_hist = stages.fit_diffusion(bars("diffusion"))
     else:
         diff_hist = fit_diffusion(model.diffusion, latents, None, config.diffusion_fit, bars("diffusion"))
     seconds = time.perf_counter() - start
@@ -354,58 +355,55 @@ def _meta(zoo: ZooStore, members: list[int], hparams: list[dict], samples: dict[
     }
 
 
-def _fit_conditional(
-    model: WeightGenerator,
-    latents: Tensor,
-    keys: list[str],
-    samples: dict[str, TaskSamples],
-    config: GeneratorConfig,
-    progress: str | None,
-) -> FitHistory:
-    """The denoiser and the dataset encoder trained together: every step draws a fresh conditioning
-    set for each member of the batch from its task's samples."""
-    per_class, device = config.encoder.per_class, latents.device
-    tasks, draws = [samples[k] for k in keys], _set_generator(config.diffusion_fit.seed)
+@dataclass
+class _Conditioning:
+    """The conditional stages' inputs: training latents ``[N, T, L]``, each member's task key, and
+    every task's samples (conditioning sets are drawn from them by a seeded CPU generator)."""
 
-    def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        x, y = draw_sets([tasks[i] for i in batch.tolist()], per_class, draws)
-        cond = model.embed(x.to(device), y.to(device))
-        value = model.diffusion.loss(latents[batch], cond, gen)
-        return value, {"mse": float(value.detach())}
+    model: WeightGenerator
+    latents: Tensor
+    keys: list[str]
+    samples: dict[str, TaskSamples]
+    config: GeneratorConfig
 
-    model.diffusion.fit_scale(latents)
-    parts = nn.ModuleDict({"diffusion": model.diffusion, "encoder": model.encoder})
-    return fit_loop(parts, loss, len(latents), device, config.diffusion_fit, progress)
+    def _sets(self, tasks: list[TaskSamples], draws: torch.Generator) -> Tensor:
+        x, y = draw_sets(tasks, self.config.encoder.per_class, draws)
+        return self.model.embed(x.to(self.latents.device), y.to(self.latents.device))
 
+    def fit_diffusion(self, progress: str | None) -> FitHistory:
+        """The denoiser and the dataset encoder trained together: every step draws a fresh
+        conditioning set for each member of the batch from its task's samples."""
+        model, latents, options = self.model, self.latents, self.config.diffusion_fit
+        tasks, draws = [self.samples[k] for k in self.keys], _set_generator(options.seed)
 
-def _align_embeddings(
-    model: WeightGenerator,
-    latents: Tensor,
-    keys: list[str],
-    samples: dict[str, TaskSamples],
-    config: GeneratorConfig,
-    progress: str | None,
-) -> None:
-    """D2NWG's contrastive stage: dataset embeddings pulled towards their members' latents (one member
-    per task in a batch, so the other rows are other tasks)."""
-    device, draws = latents.device, _set_generator(config.diffusion_fit.seed + 1)
-    pooled = latents.mean(1)
-    project = nn.Linear(pooled.shape[-1], config.encoder.embed_dim).to(device)
-    by_task: dict[str, list[int]] = {}
-    for i, k in enumerate(keys):
-        by_task.setdefault(k, []).append(i)
-    task_list = list(by_task)
+        def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            value = model.diffusion.loss(latents[batch], self._sets([tasks[i] for i in batch.tolist()], draws), gen)
+            return value, {"mse": float(value.detach())}
 
-    def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        rows = [by_task[task_list[t]][int(torch.randint(len(by_task[task_list[t]]), (1,), generator=draws))]
-                for t in batch.tolist()]  # fmt: skip
-        x, y = draw_sets([samples[task_list[t]] for t in batch.tolist()], config.encoder.per_class, draws)
-        value = contrastive_loss(model.embed(x.to(device), y.to(device)), project(pooled[rows]))
-        return value, {"infonce": float(value.detach())}
+        model.diffusion.fit_scale(latents)
+        parts = nn.ModuleDict({"diffusion": model.diffusion, "encoder": model.encoder})
+        return fit_loop(parts, loss, len(latents), latents.device, options, progress)
 
-    options = replace(config.diffusion_fit, epochs=config.contrastive_epochs)
-    parts = nn.ModuleDict({"encoder": model.encoder, "project": project})
-    fit_loop(parts, loss, len(task_list), device, options, progress)
+    def align_embeddings(self, progress: str | None) -> None:
+        """D2NWG's contrastive stage: dataset embeddings pulled towards their members' latents (one
+        member per task in a batch, so the other rows are other tasks)."""
+        draws = _set_generator(self.config.diffusion_fit.seed + 1)
+        pooled = self.latents.mean(1)
+        project = nn.Linear(pooled.shape[-1], self.config.encoder.embed_dim).to(pooled.device)
+        by_task: dict[str, list[int]] = {}
+        for i, k in enumerate(self.keys):
+            by_task.setdefault(k, []).append(i)
+        task_list = list(by_task)
+
+        def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            names = [task_list[t] for t in batch.tolist()]
+            rows = [by_task[k][int(torch.randint(len(by_task[k]), (1,), generator=draws))] for k in names]
+            value = contrastive_loss(self._sets([self.samples[k] for k in names], draws), project(pooled[rows]))
+            return value, {"infonce": float(value.detach())}
+
+        options = replace(self.config.diffusion_fit, epochs=self.config.contrastive_epochs)
+        parts = nn.ModuleDict({"encoder": self.model.encoder, "project": project})
+        fit_loop(parts, loss, len(task_list), pooled.device, options, progress)
 
 
 @dataclass(frozen=True)
