@@ -1,22 +1,27 @@
 """Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
-    python benchmarks/generate.py [--quick] [--zoos DIR]
+    python benchmarks/generate.py [--quick] [--zoos DIR] [--zoo mnist1d-conflict|mnist1d-conflict-ft]
 
 The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
-in 5 drawn orders, 16 members a task; ``--quick``: ``tiny-mnist1d-conflict``). One task per class
-set is held out of generator training entirely (its members are used only to compare with), so
-every held-out task's classes and its output order are each seen in training, never together.
+in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
+tasks, each member fine-tuned from one base pretrained on all of MNIST-1D: D2NWG's setting);
+``--quick``: their ``tiny-`` versions. One task per class set is held out of generator training
+entirely (its members are used only to compare with), so every held-out task's classes and its
+output order are each seen in training, never together. Members of a fine-tuned zoo share the
+base's neuron order, so they are not aligned for the generator.
 
 Stages, all in one run:
 
 1. train the dataset-conditioned generator on the held-in members (timed), sample 100 members (timed);
 2. per task, 16 generated members (no training) and their test accuracy, against the zoo's median
-   and best for the task, random init (the members' own epoch-0 weights), the mean of all training
-   members (aligned, as the generator sees them), a random training member, and the members of the
-   most similar training task (the most classes mapped to the same outputs);
-3. held-out tasks: fine-tuning from generated weights, random init and the training mean, with
-   each task member's own training setup: epochs until the task's zoo median;
+   and best for the task, random init (the members' seeded initializations), the zoo's base
+   (fine-tuned zoos), the mean of all training members (aligned, as the generator sees them), a
+   random training member, and the members of the most similar training task (the most classes
+   mapped to the same outputs);
+3. held-out tasks: fine-tuning from generated weights, random init, the zoo's base (fine-tuned
+   zoos) and the training mean, with each task member's own training setup, for 20 epochs:
+   epochs until the task's zoo median;
 4. memorization: each generated member's distance to its nearest training member after weight
    matching, and their prediction agreement, beside two independently trained members of one task
    and a training member plus noise of the generated spread;
@@ -52,16 +57,22 @@ from weightzoo.metanet.functional import Functional
 from weightzoo.zoo.evaluate import hparams_data, stored_hparams, zoo_task
 from weightzoo.zoo.train.config import member_config
 from weightzoo.zoo.train.group import GroupTrainer
+from weightzoo.zoo.train.init import init_params
 from weightzoo.zoo.train.variants import member_variant
 
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
+FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo's own training length)
 
 
-def config(quick: bool) -> GeneratorConfig:
-    """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`)."""
+def config(quick: bool, fine_tuned: bool) -> GeneratorConfig:
+    """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
+    Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
+    other by far less than their weights' spread (per-parameter standardization)."""
+    align, normalize = not fine_tuned, "parameter" if fine_tuned else "layer"
     if quick:
         return GeneratorConfig(
+            align=align, normalize=normalize,
             chunk=32, autoencoder=AutoencoderConfig(d_model=32, latent_dim=32, depth=1),
             diffusion=DiffusionConfig(d_model=32, depth=1, prediction_type="sample"),
             encoder=EncoderConfig(d_model=32, depth=1, per_class=4),
@@ -69,7 +80,7 @@ def config(quick: bool) -> GeneratorConfig:
             steps=20,
         )  # fmt: skip
     return GeneratorConfig(
-        chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
+        align=align, normalize=normalize, chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
         diffusion=DiffusionConfig(d_model=128, depth=3, prediction_type="sample"),
         encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
         autoencoder_fit=FitOptions(epochs=100, batch_size=32), diffusion_fit=FitOptions(epochs=1000, batch_size=64),
@@ -157,6 +168,12 @@ def guided_ratios(zoo, gen: WeightGenerator, tasks: Tasks, guidance: float) -> d
     return {k: float(np.median(v)) for k, v in ratios.items()}
 
 
+def random_init(zoo, members: list[int]) -> torch.Tensor:
+    """The members' seeded initializations ``[n, P]`` (as a from-scratch build would start them)."""
+    arch = zoo.member_architecture(members[0])
+    return torch.stack([init_params(arch, zoo.layout, member_config(h)) for h in stored_hparams(zoo, members)])
+
+
 def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[str, torch.Tensor]) -> list[dict]:
     """Stage 2: one row per task."""
     rng = np.random.default_rng(0)
@@ -173,7 +190,8 @@ def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[
             "gen_median": float(np.median(gen_acc)), "gen_q25": float(np.quantile(gen_acc, 0.25)),
             "gen_q75": float(np.quantile(gen_acc, 0.75)),
             "zoo_median": float(np.median(zoo_acc)), "zoo_best": float(zoo_acc.max()),
-            "random_init": float(np.median(zoo.metric("test_acc", m, epoch=0))),
+            "random_init": median_acc(zoo, random_init(zoo, m), m[0]),
+            "base": median_acc(zoo, zoo.base_params(m[:1]), m[0]) if zoo.fine_tuned else float("nan"),
             "train_mean": median_acc(zoo, mean, m[0]), "train_member": median_acc(zoo, random_members, m[0]),
             "nearest_task": median_acc(zoo, zoo.params(tasks.members[near]), m[0]),
         })  # fmt: skip
@@ -198,13 +216,19 @@ def epochs_to(curve: np.ndarray, target: float) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1), curve.shape[1])
 
 
+def starts_of(zoo) -> tuple[str, ...]:
+    return ("generated", "random", "base", "train_mean") if zoo.fine_tuned else ("generated", "random", "train_mean")
+
+
 def finetune(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], mean: torch.Tensor, epochs: int) -> list[dict]:
     """Stage 3 on the held-out tasks."""
     rows = []
     for key in tasks.heldout:
         m = tasks.members[key]
         target = float(np.median(zoo.metric("test_acc", m)))
-        starts = {"generated": generated[key][: len(m)], "random": None, "train_mean": mean.expand(len(m), -1)}
+        starts = {"generated": generated[key][: len(m)], "random": random_init(zoo, m),
+                  "base": zoo.base_params(m) if zoo.fine_tuned else None, "train_mean": mean.expand(len(m), -1)}
+        starts = {k: v for k, v in starts.items() if k in starts_of(zoo)}  # fmt: skip
         row = {"task": key, "target": target}
         for name, init in starts.items():
             curve = curves(zoo, m, init, epochs)
@@ -269,7 +293,7 @@ def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
 
 
 def show_tasks(rows: list[dict]) -> None:
-    cols = ["gen_median", "gen_q25", "gen_q75", "zoo_median", "zoo_best", "random_init", "train_mean",
+    cols = ["gen_median", "gen_q25", "gen_q75", "zoo_median", "zoo_best", "random_init", "base", "train_mean",
             "train_member", "nearest_task"]  # fmt: skip
     print(f"{'task':<46} {'split':<8}" + "".join(f"{c:>13}" for c in cols))
     for r in rows:
@@ -279,18 +303,24 @@ def show_tasks(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    args = zoo_arguments(__doc__, "the tiny zoo and small models (minutes)")
+    args = zoo_arguments(
+        __doc__, "the tiny zoo and small models (minutes)",
+        zoo={"default": "mnist1d-conflict", "choices": ["mnist1d-conflict", "mnist1d-conflict-ft"]},
+    )  # fmt: skip
     torch.manual_seed(0)
-    path, _ = built("tiny-mnist1d-conflict" if args.quick else "mnist1d-conflict", args.zoos)
-    cfg = config(args.quick)
-    result: dict = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    path, _ = built(f"tiny-{args.zoo}" if args.quick else args.zoo, args.zoos)
+    result: dict = {"zoo": args.zoo, "quick": args.quick, "torch": torch.__version__}
+    result["threads"] = torch.get_num_threads()
     with open_zoo(path) as zoo:
+        cfg = config(args.quick, fine_tuned=zoo.fine_tuned)
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
         trained = train_generator(zoo, members=train_members, config=cfg, progress=True)
         gen = trained.generator
         train_keys = [task_key(h) for h in stored_hparams(zoo, train_members)]
-        train_flat = Aligner(zoo.layout, zoo.perm_spec, "weight").align(gen.base, zoo.params(train_members).float())[0]
+        train_flat = zoo.params(train_members).float()
+        if cfg.align:
+            train_flat = Aligner(zoo.layout, zoo.perm_spec, "weight").align(gen.base, train_flat)[0]
         start = time.perf_counter()
         generate(zoo, gen, tasks.members[tasks.keys[0]], 100, seed=99)
         sample_s = time.perf_counter() - start
@@ -305,7 +335,7 @@ def main() -> None:
               f"{trained.diffusion.loss[-1]:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
         print(f"autoencoder reconstruction: test accuracy / original, median {np.median(rec_acc):.3f}\n")
         show_tasks(rows)
-        epochs = int(zoo.attrs["spec"]["epochs"])
+        epochs = FINETUNE_EPOCHS
         ft = finetune(zoo, tasks, generated, train_flat.mean(0), epochs)
         memo = memorization(zoo, tasks, generated, train_flat, train_keys)
         pd = pdiff(zoo, tasks, pdiff_config(cfg, args.quick))
@@ -313,7 +343,8 @@ def main() -> None:
     heldin = [r for r in rows if not r["heldout"]]
     heldout = [r for r in rows if r["heldout"]]
     ratio = lambda rs, a, b: float(np.median([r[a] / r[b] for r in rs]))  # noqa: E731
-    baseline = [r["gen_median"] / max(r["random_init"], r["train_mean"], r["train_member"]) for r in heldout]
+    unconditioned = ("random_init", "base", "train_mean", "train_member")
+    baseline = [r["gen_median"] / np.nanmax([r[k] for k in unconditioned]) for r in heldout]
     print("\nsummary (medians over tasks)")
     for name, rs in (("held-in", heldin), ("held-out", heldout)):
         print(f"  {name:<9} generated/zoo median {ratio(rs, 'gen_median', 'zoo_median'):.3f}   "
@@ -321,8 +352,8 @@ def main() -> None:
     print(f"  held-out generated / best unconditioned baseline: {np.median(baseline):.3f}")
     print(f"  with classifier-free guidance 2.0: held-in {guided['held-in']:.3f}, held-out {guided['held-out']:.3f}")
 
-    print(f"\nfine-tuning on held-out tasks (zoo epochs {epochs}; epochs to the task's zoo median, mean over members)")
-    starts = ("generated", "random", "train_mean")
+    print(f"\nfine-tuning on held-out tasks ({epochs} epochs; epochs to the task's zoo median, mean over members)")
+    starts = [s for s in ("generated", "random", "base", "train_mean") if s in ft[0]]
     print(f"{'task':<46}{'target':>8}" + "".join(f"{s:>12}{s[:4] + ' acc0':>12}" for s in starts))
     for r in ft:
         t = json.loads(r["task"])
@@ -356,6 +387,7 @@ def main() -> None:
         "heldin_ratio_guidance2": guided["held-in"],
         "heldout_ratio_guidance2": guided["held-out"],
         "finetune_epoch_ratio": ft_means["generated"] / ft_means["random"],
+        "finetune_epoch_ratio_vs_base": ft_means["generated"] / ft_means["base"] if "base" in ft_means else None,
         "finetune_epochs": ft_means,
         "nn_distance_ratio": float(np.median(memo["gen_dist"]) / np.median(memo["pair_dist"])),
         "nn_agreement": float(np.median(memo["gen_agree"])),

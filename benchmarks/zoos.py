@@ -26,11 +26,14 @@ SPECS = ("mnist5k-inr", "mnist5k-smallcnn", "mnist1d-finetune", "mnist1d-tasks")
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def zoo_arguments(doc: str, quick: str) -> argparse.Namespace:
-    """The command line every zoo benchmark takes: ``--quick`` (what it shortens) and ``--zoos DIR``."""
+def zoo_arguments(doc: str, quick: str, **extra: dict) -> argparse.Namespace:
+    """The command line every zoo benchmark takes: ``--quick`` (what it shortens) and ``--zoos DIR``,
+    plus ``extra`` options (``name=add_argument keywords``)."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--zoos", type=Path, default=Path(__file__).with_name(".zoos"), help="where zoos are kept")
+    for name, kwargs in extra.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
     return parser.parse_args()
 
 

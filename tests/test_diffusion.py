@@ -43,6 +43,23 @@ def test_tokens_round_trip_and_standardize_each_layer(name):
         torch.testing.assert_close(values.std(correction=0), torch.tensor(1.0, dtype=torch.float64), atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_per_parameter_tokens_round_trip_and_standardize_each_parameter(name):
+    layout = _layout(name)
+    base = torch.randn(layout.size, dtype=torch.float64)
+    flat = base + 0.01 * torch.randn(20, layout.size, dtype=torch.float64)  # members close to one base
+    tok = WeightTokenizer(layout, chunk=8, normalize="parameter").double().fit(flat)
+    tokens = tok.encode(flat)
+    torch.testing.assert_close(tok.decode(tokens), flat, atol=1e-12, rtol=0)
+    values = torch.zeros_like(flat)
+    values[:, tok.index[tok.mask]] = tokens[:, tok.mask]  # back to parameter order, still standardized
+    zeros = torch.zeros(layout.size, dtype=torch.float64)
+    torch.testing.assert_close(values.mean(0), zeros, atol=1e-9, rtol=0)
+    torch.testing.assert_close(values.std(0, correction=0), zeros + 1, atol=1e-9, rtol=0)
+    with pytest.raises(SpecError, match="normalize='tensor' is unknown"):
+        WeightTokenizer(layout, normalize="tensor")
+
+
 def test_layers_are_modules_in_layout_order():
     layout = _layout("mlp-layernorm")
     names = [n for n, _, _ in layer_slices(layout)]

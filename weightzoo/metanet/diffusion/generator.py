@@ -67,6 +67,7 @@ class GeneratorConfig:
     condition: str = "dataset"
     layers: tuple[str, ...] | None = None
     chunk: int = 64
+    normalize: str = "parameter"
     align: bool = True
     autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(d_model=128, latent_dim=64))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(prediction_type="sample"))
@@ -137,7 +138,8 @@ class WeightGenerator(
     def __init__(self, config: GeneratorConfig, layout: ParamLayout, meta: dict[str, Any]) -> None:
         super().__init__()
         self.config, self.layout, self.meta = config, layout, meta
-        self.autoencoder = WeightAutoencoder(WeightTokenizer(layout, config.chunk, config.layers), config.autoencoder)
+        tokenizer = WeightTokenizer(layout, config.chunk, config.layers, config.normalize)
+        self.autoencoder = WeightAutoencoder(tokenizer, config.autoencoder)
         self.diffusion = LatentDiffusion(self.autoencoder.latent_shape, config.diffusion)
         self.encoder = (
             DatasetEncoder(meta["in_features"], meta["num_outputs"], config.encoder)

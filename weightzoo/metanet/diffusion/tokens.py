@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from ...errors import LayoutError, SpecError
 from ...layout import ParamLayout
 
+NORMALIZE = ("layer", "parameter")
+
 
 @dataclass(frozen=True)
 class TokenLayer:
@@ -54,12 +56,21 @@ class WeightTokenizer(nn.Module):
         layout: the architecture's ParamLayout.
         chunk: values per token.
         layers: module names to keep (default all); see :func:`layer_slices`.
+        normalize: ``"layer"`` (one mean and spread per layer) or ``"parameter"`` (per parameter
+            over the training members, as p-diff does: what varies between members, not the
+            weights' shared values, is what the tokens then carry; members fine-tuned from one
+            base differ by far less than their weights' spread).
     """
 
-    def __init__(self, layout: ParamLayout, chunk: int = 64, layers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, layout: ParamLayout, chunk: int = 64, layers: Sequence[str] | None = None, normalize: str = "layer"
+    ) -> None:
         super().__init__()
         if chunk < 1:
             raise SpecError(f"tokenizer: chunk={chunk} must be >= 1")
+        if normalize not in NORMALIZE:
+            raise SpecError(f"tokenizer: normalize={normalize!r} is unknown; use one of {list(NORMALIZE)}")
+        self.normalize = normalize
         slices = layer_slices(layout)
         names = [n for n, _, _ in slices]
         if layers is not None:
@@ -82,8 +93,9 @@ class WeightTokenizer(nn.Module):
         index, mask = self._gather_index()
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("mask", mask, persistent=False)
-        self.register_buffer("mean", torch.zeros(len(self.layers)))
-        self.register_buffer("std", torch.ones(len(self.layers)))
+        stats = len(self.layers) if normalize == "layer" else layout.size
+        self.register_buffer("mean", torch.zeros(stats))
+        self.register_buffer("std", torch.ones(stats))
 
     @property
     def num_tokens(self) -> int:
@@ -111,8 +123,13 @@ class WeightTokenizer(nn.Module):
             raise LayoutError(f"tokenizer: expected flat parameters [B, {self.layout.size}], got {tuple(flat.shape)}")
 
     def fit(self, flat: Tensor) -> WeightTokenizer:
-        """Per-layer mean and standard deviation over ``flat [B, P]`` (training members)."""
+        """Per-layer (or per-parameter) mean and standard deviation over ``flat [B, P]`` (training members)."""
         self._check(flat)
+        if self.normalize == "parameter":
+            values = flat.double()
+            self.mean.copy_(values.mean(0))
+            self.std.copy_(values.std(0, correction=0).clamp(min=1e-8))
+            return self
         for i, lay in enumerate(self.layers):
             values = flat[:, lay.start : lay.stop].double()
             self.mean[i] = values.mean()
@@ -126,7 +143,10 @@ class WeightTokenizer(nn.Module):
         return torch.where(self.mask, (flat[:, self.index] - shift) / scale, 0.0)
 
     def _token_stats(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Each token's layer spread and mean, ``[T, 1]``."""
+        """The spread and mean of each token entry: its layer's ``[T, 1]``, or its parameter's ``[T, chunk]``
+        (padding entries read parameter 0's and are masked)."""
+        if self.normalize == "parameter":
+            return self.std[self.index].to(dtype), self.mean[self.index].to(dtype)
         return self.std[self.token_layer].to(dtype)[:, None], self.mean[self.token_layer].to(dtype)[:, None]
 
     def decode(self, tokens: Tensor, base: Tensor | None = None) -> Tensor:
@@ -147,7 +167,7 @@ class WeightTokenizer(nn.Module):
         return out
 
     def config(self) -> dict:
-        return {"chunk": self.chunk, "layers": self.layer_names}
+        return {"chunk": self.chunk, "layers": self.layer_names, "normalize": self.normalize}
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(layers={len(self.layers)}, tokens={self.num_tokens}, chunk={self.chunk})"
