@@ -33,6 +33,7 @@ Last line: one JSON object.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -277,7 +278,7 @@ def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
     """Stage 5: p-diff on the first held-in task's members."""
     key = tasks.heldin[0]
     m = tasks.members[key]
-    trained = train_generator(zoo, members=m, config=cfg, progress=True)
+    trained = train_generator(zoo, members=m, config=cfg, progress=sys.stderr.isatty())
     flat = trained.generator.sample(PER_TASK, seed=0)
     gen_acc, orig = zoo.evaluate(flat, m[0])["test_acc"], zoo.metric("test_acc", m)
     aligner = Aligner(zoo.layout, zoo.perm_spec, "weight")
@@ -315,7 +316,7 @@ def main() -> None:
         cfg = config(args.quick, fine_tuned=zoo.fine_tuned)
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
-        trained = train_generator(zoo, members=train_members, config=cfg, progress=True)
+        trained = train_generator(zoo, members=train_members, config=cfg, progress=sys.stderr.isatty())
         gen = trained.generator
         train_keys = [task_key(h) for h in stored_hparams(zoo, train_members)]
         train_flat = zoo.params(train_members).float()
