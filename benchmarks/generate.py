@@ -2,6 +2,7 @@
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
     python benchmarks/generate.py [--quick] [--zoos DIR] [--zoo mnist1d-conflict|mnist1d-conflict-ft]
+                                  [--diffusion-epochs 1000]
 
 The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
 in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
@@ -66,7 +67,7 @@ MEMO_PER_TASK = 2  # generated members per task checked for memorization
 FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo's own training length)
 
 
-def config(quick: bool, fine_tuned: bool) -> GeneratorConfig:
+def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000) -> GeneratorConfig:
     """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
     Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
     other by far less than their weights' spread (per-parameter standardization)."""
@@ -84,7 +85,8 @@ def config(quick: bool, fine_tuned: bool) -> GeneratorConfig:
         align=align, normalize=normalize, chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
         diffusion=DiffusionConfig(d_model=128, depth=3, prediction_type="sample"),
         encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
-        autoencoder_fit=FitOptions(epochs=100, batch_size=32), diffusion_fit=FitOptions(epochs=1000, batch_size=64),
+        autoencoder_fit=FitOptions(epochs=100, batch_size=32),
+        diffusion_fit=FitOptions(epochs=diffusion_epochs, batch_size=64),
         contrastive_epochs=100, steps=50,
     )  # fmt: skip
 
@@ -307,13 +309,14 @@ def main() -> None:
     args = zoo_arguments(
         __doc__, "the tiny zoo and small models (minutes)",
         zoo={"default": "mnist1d-conflict", "choices": ["mnist1d-conflict", "mnist1d-conflict-ft"]},
+        diffusion_epochs={"type": int, "default": 1000, "help": "the conditional denoiser's epochs"},
     )  # fmt: skip
     torch.manual_seed(0)
     path, _ = built(f"tiny-{args.zoo}" if args.quick else args.zoo, args.zoos)
     result: dict = {"zoo": args.zoo, "quick": args.quick, "torch": torch.__version__}
-    result["threads"] = torch.get_num_threads()
+    result["threads"], result["diffusion_epochs"] = torch.get_num_threads(), args.diffusion_epochs
     with open_zoo(path) as zoo:
-        cfg = config(args.quick, fine_tuned=zoo.fine_tuned)
+        cfg = config(args.quick, fine_tuned=zoo.fine_tuned, diffusion_epochs=args.diffusion_epochs)
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
         trained = train_generator(zoo, members=train_members, config=cfg, progress=sys.stderr.isatty())
