@@ -586,8 +586,6 @@ def generate_sample(
     from .metanet.diffusion import generate_members, load_generator
     from .metanet.train import check_device
 
-    if n < 1:
-        raise SpecError(f"--n must be >= 1, got {n}")
     device = check_device(device)
     generator = load_generator(run, device=device, revision=revision)
     result = generate_members(
