@@ -18,8 +18,9 @@ Stages, all in one run:
 2. per task, 16 generated members (no training) and their test accuracy, against the zoo's median
    and best for the task, random init (the members' seeded initializations), the zoo's base
    (fine-tuned zoos), the mean of all training members (aligned, as the generator sees them), a
-   random training member, and the members of the most similar training task (the most classes
-   mapped to the same outputs);
+   random training member, the members of the most similar training task (the most classes
+   mapped to the same outputs), and an oracle recombination told the task's class -> output map
+   (each output's head row from training members with the same pair; see :func:`composed`);
 3. held-out tasks: fine-tuning from generated weights, random init, the zoo's base (fine-tuned
    zoos) and the training mean, with each task member's own training setup, for 20 epochs:
    epochs until the task's zoo median;
@@ -148,6 +149,29 @@ def nearest_task(key: str, candidates: list[str]) -> str:
     return max(candidates, key=score)
 
 
+def composed(zoo, key: str, train_flat: torch.Tensor, train_keys: list[str]) -> torch.Tensor:
+    """An oracle recombination for task ``key``: each output's head row (weights and bias) is the
+    mean of the training members that map the same class to that output, an output the task leaves
+    unused comes from members that leave it unused too, and every other layer is the training mean.
+    It is told the task's class -> output map, which a generator must read from samples: what
+    recombining seen (class, output) pairs reaches, not an unconditioned baseline."""
+    head = zoo.layout.names[-1].rsplit(".", 1)[0]
+    weight, bias = zoo.layout[f"{head}.weight"], zoo.layout[f"{head}.bias"]
+    rows = lambda flat: torch.cat([flat[:, weight.offset : weight.stop].reshape(len(flat), bias.numel, -1),  # noqa: E731
+                                   flat[:, bias.offset : bias.stop, None]], dim=2)  # fmt: skip
+    maps = [label_map(k) for k in train_keys]
+    mine = {o: c for c, o in label_map(key).items()}
+    out = rows(train_flat.mean(0, keepdim=True))[0]
+    for o in range(bias.numel):
+        c = mine.get(o)
+        src = [i for i, m in enumerate(maps) if (m.get(c) == o if c is not None else o not in m.values())]
+        if src:
+            out[o] = rows(train_flat[src])[:, o].mean(0)
+    flat = train_flat.mean(0).clone()
+    flat[weight.offset : weight.stop], flat[bias.offset : bias.stop] = out[:, :-1].reshape(-1), out[:, -1]
+    return flat
+
+
 def median_acc(zoo, flat: torch.Tensor, member: int) -> float:
     return float(np.median(zoo.evaluate(flat, member)["test_acc"]))
 
@@ -177,7 +201,7 @@ def random_init(zoo, members: list[int]) -> torch.Tensor:
     return torch.stack([init_params(arch, zoo.layout, member_config(h)) for h in stored_hparams(zoo, members)])
 
 
-def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[str, torch.Tensor]) -> list[dict]:
+def task_rows(zoo, tasks: Tasks, train_flat: torch.Tensor, train_keys: list[str], generated: dict) -> list[dict]:
     """Stage 2: one row per task."""
     rng = np.random.default_rng(0)
     mean = train_flat.mean(0)
@@ -197,6 +221,7 @@ def task_rows(zoo, gen, tasks: Tasks, train_flat: torch.Tensor, generated: dict[
             "base": median_acc(zoo, zoo.base_params(m[:1]), m[0]) if zoo.fine_tuned else float("nan"),
             "train_mean": median_acc(zoo, mean, m[0]), "train_member": median_acc(zoo, random_members, m[0]),
             "nearest_task": median_acc(zoo, zoo.params(tasks.members[near]), m[0]),
+            "composed": median_acc(zoo, composed(zoo, key, train_flat, train_keys), m[0]),
         })  # fmt: skip
     return rows
 
@@ -297,7 +322,7 @@ def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
 
 def show_tasks(rows: list[dict]) -> None:
     cols = ["gen_median", "gen_q25", "gen_q75", "zoo_median", "zoo_best", "random_init", "base", "train_mean",
-            "train_member", "nearest_task"]  # fmt: skip
+            "train_member", "nearest_task", "composed"]  # fmt: skip
     print(f"{'task':<46} {'split':<8}" + "".join(f"{c:>13}" for c in cols))
     for r in rows:
         t = json.loads(r["task"])
@@ -333,7 +358,7 @@ def main() -> None:
         with torch.no_grad():
             rec = gen.autoencoder.reconstruct(train_flat[:64])
         rec_acc = zoo.evaluate(rec, train_members[:64])["test_acc"] / zoo.metric("test_acc", train_members[:64])
-        rows = task_rows(zoo, gen, tasks, train_flat, generated)
+        rows = task_rows(zoo, tasks, train_flat, train_keys, generated)
         print(f"generator: {len(train_members)} members of {len(tasks.heldin)} tasks; trained in "
               f"{trained.seconds:.0f} s (autoencoder loss {trained.autoencoder.loss[-1]:.4f}, diffusion loss "
               f"{trained.diffusion.loss[-1]:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
@@ -354,6 +379,7 @@ def main() -> None:
         print(f"  {name:<9} generated/zoo median {ratio(rs, 'gen_median', 'zoo_median'):.3f}   "
               f"generated/nearest task {ratio(rs, 'gen_median', 'nearest_task'):.3f}")  # fmt: skip
     print(f"  held-out generated / best unconditioned baseline: {np.median(baseline):.3f}")
+    print(f"  held-out composed (oracle recombination)/zoo median {ratio(heldout, 'composed', 'zoo_median'):.3f}")
     print(f"  with classifier-free guidance 2.0: held-in {guided['held-in']:.3f}, held-out {guided['held-out']:.3f}")
 
     print(f"\nfine-tuning on held-out tasks ({epochs} epochs; epochs to the task's zoo median, mean over members)")
@@ -388,6 +414,7 @@ def main() -> None:
         "heldout_ratio": ratio(heldout, "gen_median", "zoo_median"),
         "heldout_vs_best_baseline": float(np.median(baseline)),
         "heldout_vs_nearest_task": ratio(heldout, "gen_median", "nearest_task"),
+        "heldout_composed_ratio": ratio(heldout, "composed", "zoo_median"),
         "heldin_ratio_guidance2": guided["held-in"],
         "heldout_ratio_guidance2": guided["held-out"],
         "finetune_epoch_ratio": ft_means["generated"] / ft_means["random"],

@@ -144,15 +144,25 @@ def _diffusion(cond_dim=2):
     return LatentDiffusion((3, 2), config)
 
 
-def test_conditional_diffusion_samples_the_condition_and_unconditional_both():
+def _as_tokens(cond: torch.Tensor) -> torch.Tensor:
+    """A one-hot condition ``[B, 2]`` as two condition tokens ``[B, 2, 2]``: token ``k`` is
+    ``cond[:, k]`` times the k-th unit vector."""
+    return torch.diag_embed(cond)
+
+
+@pytest.mark.parametrize("tokens", [False, True], ids=["vector", "tokens"])
+def test_conditional_diffusion_samples_the_condition_and_unconditional_both(tokens):
     """DDPM training on two clusters of latents, DDIM sampling in 20 steps: at least 90% of the
-    samples for a condition fall on its cluster's side; unconditional samples cover both."""
+    samples for a condition fall on its cluster's side; unconditional samples cover both. The
+    condition is one vector, or condition tokens the latent tokens attend to."""
     latents, cond = _clusters()
+    shape = _as_tokens if tokens else (lambda c: c)
+    cond = shape(cond)
     model = _diffusion()
     history = fit_diffusion(model, latents, cond, FitOptions(epochs=40, batch_size=32, lr=2e-3))
     assert history.loss[-1] < 0.5 * history.loss[0]
     for c, sign in ((0, 1.0), (1, -1.0)):
-        want = torch.nn.functional.one_hot(torch.full((64,), c), 2).float()
+        want = shape(torch.nn.functional.one_hot(torch.full((64,), c), 2).float())
         samples = model.sample(64, want, steps=20, guidance=2.0, generator=torch.Generator().manual_seed(1))
         assert (torch.sign(samples[..., 0]) == sign).float().mean() >= 0.9
     free = model.sample(64, steps=20, generator=torch.Generator().manual_seed(1))
@@ -165,12 +175,40 @@ def test_sampling_is_seeded_and_conditions_are_checked():
     fit_diffusion(model, latents, cond, FitOptions(epochs=1, batch_size=8))
     a, b, c = (model.sample(4, cond[:4], steps=5, generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4))
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (4, 3, 2)
-    with pytest.raises(SpecError, match=r"condition must have shape \[4, 2\], got \[4, 3\]"):
+    with pytest.raises(SpecError, match=r"condition must have shape \[4, 2\] or \[4, K, 2\], got \[4, 3\]"):
         model.sample(4, torch.zeros(4, 3))
     with pytest.raises(SpecError, match="n and steps must be >= 1, got n=0"):
         model.sample(0)
     with pytest.raises(SpecError, match="this model is unconditional"):
         _diffusion(cond_dim=0).sample(2, torch.zeros(2, 2))
+
+
+def test_sampling_does_not_clip_standardized_latents():
+    """Latents 0 (condition 0, 3 in 4 examples) or 4 (condition 1): standardized, the 4s lie at
+    +1.73 spreads. diffusers' default would clip predicted clean latents to [-1, 1] and return about
+    1 + 1.73 = 2.7 for condition 1; unclipped, DDIM lands near 4."""
+    label = (torch.arange(128) % 4 == 0).long()
+    latents = 4.0 * label[:, None, None].float().expand(128, 3, 2)
+    latents = latents + 0.05 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    cond = torch.nn.functional.one_hot(label, 2).float()
+    model = _diffusion()
+    fit_diffusion(model, latents, cond, FitOptions(epochs=40, batch_size=32, lr=2e-3))
+    want = torch.tensor([[0.0, 1.0]]).expand(32, 2)
+    samples = model.sample(32, want, steps=20, guidance=2.0, generator=torch.Generator().manual_seed(1))
+    assert abs(float(samples.median()) - 4.0) < 0.5
+
+
+def test_a_dropped_condition_is_the_null_condition_for_vectors_and_tokens():
+    """Classifier-free guidance's null branch: with ``drop`` set the prediction does not depend on
+    the condition; for a condition vector it equals the prediction without one."""
+    model = _diffusion()
+    noisy, t, drop = torch.randn(3, 3, 2), torch.tensor([5, 50, 90]), torch.ones(3, dtype=torch.bool)
+    d = model.denoiser
+    with torch.no_grad():
+        torch.testing.assert_close(d(noisy, t, torch.randn(3, 2), drop), d(noisy, t, None))
+        a, b = d(noisy, t, torch.randn(3, 4, 2), drop), d(noisy, t, torch.randn(3, 4, 2), drop)
+        torch.testing.assert_close(a, b)
+        assert not torch.allclose(d(noisy, t, torch.randn(3, 4, 2)), a)
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "sample", "v_prediction"])

@@ -73,6 +73,36 @@ def test_dataset_encoder_ignores_sample_order_and_reads_labels():
         enc(x[:, :, :4], y)
 
 
+def test_label_pooled_encoder_gives_one_token_per_output():
+    """pool="label": token ``o`` is the mean mixed token of the samples labeled ``o`` plus output
+    ``o``'s embedding; an output no sample is labeled with gets the learned "unused" vector, so its
+    token is the same whatever the set holds."""
+    torch.manual_seed(0)
+    enc = DatasetEncoder(5, 4, EncoderConfig(d_model=16, depth=2, heads=2, embed_dim=8, pool="label")).eval()
+    x, y = torch.randn(2, 12, 5), torch.tensor([[0, 1, 2] * 4, [2, 3, 1] * 4])
+    out = enc(x, y)
+    assert out.shape == (2, 4, 8) and enc.tokens == 4
+    perm = torch.randperm(12)
+    torch.testing.assert_close(enc(x[:, perm], y[:, perm]), out, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        unused = enc.out(enc.unused + enc.output.weight)
+    torch.testing.assert_close(out[0, 3], unused[3]) and torch.testing.assert_close(out[1, 0], unused[0])
+    assert not torch.allclose(out[0, 1], unused[1], atol=1e-3)  # a used output reads its samples
+    with pytest.raises(SpecError, match="pool 'mean' is unknown"):
+        EncoderConfig(pool="mean")
+
+
+def test_a_label_pooled_generator_trains_saves_and_samples(tasks_zoo, tmp_path):
+    config = GeneratorConfig(**{**TINY, "encoder": EncoderConfig(d_model=32, depth=1, embed_dim=16, per_class=4,
+                                                                 pool="label")}, contrastive_epochs=1)  # fmt: skip
+    train_generator(tasks_zoo, tmp_path / "gen", config=config)
+    gen = load_generator(tmp_path / "gen")
+    assert gen.encoder.tokens == gen.meta["num_outputs"] == 10
+    a = generate_members(gen, tmp_path / "a.zarr", like_member=2, n=2, seed=0)
+    b = generate_members(gen, tmp_path / "b.zarr", like_member=2, n=2, seed=0)
+    assert torch.equal(a.params, b.params) and torch.isfinite(a.params).all()
+
+
 def test_task_samples_draw_every_class_and_refuse_missing_ones():
     x = torch.arange(20, dtype=torch.float32)[:, None]
     y = torch.tensor([3] * 10 + [7] * 8 + [1] * 2)

@@ -538,6 +538,7 @@ def generate_train(
     epochs: int = typer.Option(500, "--epochs", help="diffusion training epochs"),
     contrastive_epochs: int = typer.Option(0, "--contrastive-epochs", help="dataset/latent contrastive epochs"),
     per_class: int = typer.Option(10, "--per-class", help="samples per class in a conditioning set"),
+    pool: str = typer.Option("set", "--pool", help="dataset embedding: set (one vector) | label (a token per output)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -550,7 +551,7 @@ def generate_train(
 
     config = GeneratorConfig(
         condition=condition, layers=tuple(layers) or None, chunk=chunk, align=align,
-        autoencoder=AutoencoderConfig(latent_dim=latent_dim), encoder=EncoderConfig(per_class=per_class),
+        autoencoder=AutoencoderConfig(latent_dim=latent_dim), encoder=EncoderConfig(per_class=per_class, pool=pool),
         autoencoder_fit=FitOptions(epochs=ae_epochs, seed=seed), diffusion_fit=FitOptions(epochs=epochs, seed=seed),
         contrastive_epochs=contrastive_epochs,
     )  # fmt: skip

@@ -7,6 +7,13 @@ mix the tokens and a learned query pools them (PMA), so the embedding does not d
 of the samples. D2NWG aligns the dataset embeddings with the weight latents contrastively before
 training the diffusion model: :func:`contrastive_loss` is that objective (CLIP's symmetric
 InfoNCE).
+
+With ``pool="label"`` the encoder gives one token per network output instead: the mean of the
+mixed tokens of the samples labeled with that output, plus the output's embedding (a learned
+"unused" vector where the task maps no class to it), and the denoiser attends to them. Measured on
+mnist1d-conflict-ft (200 diffusion epochs, held-out class -> output pairings): held-in 0.91 and
+held-out 0.33 of the zoo median, against 0.98 and 0.41 for one pooled embedding, so "set" stays
+the default.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from torch import Tensor, nn
 
 from ...errors import SpecError
 
+POOLS = ("set", "label")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -29,15 +38,19 @@ class EncoderConfig:
     heads: int = 4
     embed_dim: int = 64  # the condition's size (the diffusion model's cond_dim)
     per_class: int = 10  # samples of each class in a conditioning set
+    pool: str = "set"  # "set": one embedding (PMA) | "label": one token per network output
 
     def __post_init__(self) -> None:
         sizes = (self.d_model, self.depth, self.heads, self.embed_dim, self.per_class)
         if min(sizes) < 1 or self.d_model % self.heads:
             raise SpecError(f"dataset encoder: bad sizes {asdict(self)} (all >= 1, d_model divisible by heads)")
+        if self.pool not in POOLS:
+            raise SpecError(f"dataset encoder: pool {self.pool!r} is unknown; use one of {list(POOLS)}")
 
 
 class DatasetEncoder(nn.Module):
-    """Conditioning sets ``x [B, S, F]``, labels ``y [B, S]`` -> embeddings ``[B, embed_dim]``.
+    """Conditioning sets ``x [B, S, F]``, labels ``y [B, S]`` -> embeddings ``[B, embed_dim]``
+    (``pool="set"``) or ``[B, num_outputs, embed_dim]`` (``pool="label"``).
 
     Args:
         in_features: features of one sample (flattened).
@@ -54,9 +67,18 @@ class DatasetEncoder(nn.Module):
         self.label = nn.Embedding(self.num_outputs, d)
         layer = nn.TransformerEncoderLayer(d, self.config.heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, self.config.depth, enable_nested_tensor=False)
-        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pool = nn.MultiheadAttention(d, self.config.heads, batch_first=True)
+        if self.config.pool == "set":
+            self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.pool = nn.MultiheadAttention(d, self.config.heads, batch_first=True)
+        else:
+            self.output = nn.Embedding(self.num_outputs, d)  # which output a token stands for
+            self.unused = nn.Parameter(torch.zeros(d))  # an output the task maps no class to
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, self.config.embed_dim))
+
+    @property
+    def tokens(self) -> int:
+        """Condition tokens per set: 0 for one embedding vector, else one per output."""
+        return self.num_outputs if self.config.pool == "label" else 0
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.in_features or y.shape != x.shape[:2]:
@@ -65,8 +87,18 @@ class DatasetEncoder(nn.Module):
                 f"got {list(x.shape)} and {list(y.shape)}"
             )
         h = self.blocks(self.sample(x) + self.label(y))
+        if self.config.pool == "label":
+            return self.out(self._per_output(h, y))
         pooled, _ = self.pool(self.query.expand(len(h), -1, -1), h, h, need_weights=False)
         return self.out(pooled[:, 0])
+
+    def _per_output(self, h: Tensor, y: Tensor) -> Tensor:
+        """``[B, num_outputs, d]``: the mean token of each output's samples and the output's embedding."""
+        onehot = nn.functional.one_hot(y, self.num_outputs).to(h.dtype)  # [B, S, K]
+        counts = onehot.sum(1)  # [B, K]
+        means = onehot.transpose(1, 2) @ h / counts.clamp(min=1)[..., None]
+        means = torch.where(counts[..., None] > 0, means, self.unused.expand_as(means))
+        return means + self.output.weight
 
     def __repr__(self) -> str:
         c = self.config

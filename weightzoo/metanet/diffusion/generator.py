@@ -161,7 +161,8 @@ class WeightGenerator(
         return self.config.layers is not None
 
     def embed(self, x: Tensor, y: Tensor) -> Tensor:
-        """Dataset embeddings ``[B, embed_dim]`` of conditioning sets ``x [B, S, F]``, ``y [B, S]``."""
+        """Dataset embeddings ``[B, embed_dim]`` (``[B, num_outputs, embed_dim]`` with the encoder's
+        ``pool="label"``) of conditioning sets ``x [B, S, F]``, ``y [B, S]``."""
         if self.encoder is None:
             raise SpecError("generator: this generator is unconditional (--condition none); it takes no dataset")
         return self.encoder(x, y)
@@ -201,7 +202,8 @@ class WeightGenerator(
                 raise SpecError("generator: this generator is conditioned on a dataset; give --task or --like-member")
             x, y = conditioning
             self.check_labels(sorted(set(y.tolist())), "conditioning set")
-            cond = self.embed(x[None].to(device).float(), y[None].to(device)).expand(n, -1)
+            embedding = self.embed(x[None].to(device).float(), y[None].to(device))
+            cond = embedding.expand(n, *embedding.shape[1:])
         latents = self.diffusion.sample(
             n, cond, steps=steps or self.config.steps,
             guidance=self.config.guidance if guidance is None else guidance, generator=gen,
@@ -391,7 +393,8 @@ class _Conditioning:
         member per task in a batch, so the other rows are other tasks)."""
         draws = _set_generator(self.config.diffusion_fit.seed + 1)
         pooled = self.latents.mean(1)
-        project = nn.Linear(pooled.shape[-1], self.config.encoder.embed_dim).to(pooled.device)
+        width = self.config.encoder.embed_dim * max(1, self.model.encoder.tokens)  # a flattened embedding
+        project = nn.Linear(pooled.shape[-1], width).to(pooled.device)
         by_task: dict[str, list[int]] = {}
         for i, k in enumerate(self.keys):
             by_task.setdefault(k, []).append(i)
@@ -400,7 +403,8 @@ class _Conditioning:
         def loss(batch: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
             names = [task_list[t] for t in batch.tolist()]
             rows = [by_task[k][int(torch.randint(len(by_task[k]), (1,), generator=draws))] for k in names]
-            value = contrastive_loss(self._sets([self.samples[k] for k in names], draws), project(pooled[rows]))
+            embedding = self._sets([self.samples[k] for k in names], draws)
+            value = contrastive_loss(embedding.flatten(1), project(pooled[rows]))
             return value, {"infonce": float(value.detach())}
 
         options = replace(self.config.diffusion_fit, epochs=self.config.contrastive_epochs)

@@ -2,9 +2,11 @@
 
 The noise schedules are diffusers' ``DDPMScheduler`` and ``DDIMScheduler``. The denoiser is a
 small transformer over latent tokens that predicts the added noise from the noisy latents, the
-timestep and, optionally, a condition vector (a dataset embedding). For classifier-free guidance
-the condition is replaced by a learned null vector on a fraction ``cond_dropout`` of training
-examples, and sampling mixes ``eps(null) + guidance * (eps(cond) - eps(null))``.
+timestep and, optionally, a condition: a vector ``[B, cond_dim]`` added to every token, or condition
+tokens ``[B, K, cond_dim]`` (one per network output) put before the latent tokens, so every latent
+token attends to them. For classifier-free guidance the condition is replaced by a learned null
+vector on a fraction ``cond_dropout`` of training examples, and sampling mixes
+``eps(null) + guidance * (eps(cond) - eps(null))``.
 """
 
 from __future__ import annotations
@@ -75,17 +77,19 @@ class LatentDenoiser(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
 
     def forward(self, noisy: Tensor, t: Tensor, cond: Tensor | None = None, drop: Tensor | None = None) -> Tensor:
-        """``cond [B, cond_dim]`` (None: the null condition); ``drop [B]`` True where it is dropped."""
+        """``cond [B, cond_dim]`` or ``[B, K, cond_dim]`` (None: the null condition); ``drop [B]``
+        True where it is replaced by the null condition."""
         context = self.time(timestep_embedding(t, self.config.d_model))
+        h = self.inp(noisy) + self.position
         if cond is None or self.cond is None:
-            context = context + self.null
-        else:
-            c = self.cond(cond)
-            if drop is not None:
-                c = torch.where(drop[:, None], self.null.expand_as(c), c)
-            context = context + c
-        h = self.inp(noisy) + self.position + context[:, None]
-        return self.out(self.blocks(h))
+            return self.out(self.blocks(h + (context + self.null)[:, None]))
+        c = self.cond(cond)
+        if drop is not None:
+            c = torch.where(drop.view(-1, *[1] * (c.dim() - 1)), self.null.expand_as(c), c)
+        if c.dim() == 2:
+            return self.out(self.blocks(h + (context + c)[:, None]))
+        k = c.shape[1]
+        return self.out(self.blocks(torch.cat([c, h], 1) + context[:, None])[:, k:])
 
 
 class LatentDiffusion(nn.Module):
@@ -102,9 +106,12 @@ class LatentDiffusion(nn.Module):
     def scheduler(self) -> DDPMScheduler:
         """The training noise schedule (built once; DDIM sampling reuses its config)."""
         c = self.config
+        # clip_sample off: diffusers clips predicted clean samples to [-1, 1] by default (images);
+        # standardized latents have unit spread, so clipping would cut about a third of their values
         return DDPMScheduler(
-            num_train_timesteps=c.train_steps, beta_schedule=c.beta_schedule, prediction_type=c.prediction_type
-        )
+            num_train_timesteps=c.train_steps, beta_schedule=c.beta_schedule, prediction_type=c.prediction_type,
+            clip_sample=False,
+        )  # fmt: skip
 
     def fit_scale(self, latents: Tensor) -> None:
         """Per-channel mean and spread of the training latents ``[N, T, L]`` (diffusion runs on
@@ -119,8 +126,11 @@ class LatentDiffusion(nn.Module):
             return
         if not want:
             raise SpecError("diffusion: this model is unconditional (cond_dim=0) but got a condition")
-        if cond.shape != (batch, want):
-            raise SpecError(f"diffusion: condition must have shape [{batch}, {want}], got {list(cond.shape)}")
+        if cond.dim() not in (2, 3) or cond.shape[0] != batch or cond.shape[-1] != want:
+            raise SpecError(
+                f"diffusion: condition must have shape [{batch}, {want}] or [{batch}, K, {want}], "
+                f"got {list(cond.shape)}"
+            )
 
     def loss(self, latents: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """The denoiser's MSE on a batch of clean latents ``[B, T, L]`` (against the noise, the clean
@@ -162,7 +172,7 @@ class LatentDiffusion(nn.Module):
             ts = torch.full((n,), int(t), device=device)
             eps = self.denoiser(x, ts, cond)
             if cond is not None and guidance != 1.0:
-                null = self.denoiser(x, ts, None)
+                null = self.denoiser(x, ts, cond, drop=torch.ones(n, dtype=torch.bool, device=device))
                 eps = null + guidance * (eps - null)
             x = ddim.step(eps, t, x, eta=0.0).prev_sample
         return x * self.latent_std + self.latent_mean
