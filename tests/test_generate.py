@@ -92,11 +92,13 @@ def test_label_pooled_encoder_gives_one_token_per_output():
         EncoderConfig(pool="mean")
 
 
-def test_a_label_pooled_generator_trains_saves_and_samples(tasks_zoo, tmp_path):
-    config = GeneratorConfig(**{**TINY, "encoder": EncoderConfig(d_model=32, depth=1, embed_dim=16, per_class=4,
-                                                                 pool="label")}, contrastive_epochs=1)  # fmt: skip
-    train_generator(tasks_zoo, tmp_path / "gen", config=config)
+def test_a_label_pooled_generator_trains_saves_and_samples(tasks_zoo, tmp_path, capsys):
+    sizes = ["--ae-epochs", 2, "--epochs", 2, "--contrastive-epochs", 1, "--chunk", 32, "--latent-dim", 8]
+    out = tmp_path / "gen"
+    code, _, err = run(capsys, "generate", "train", "--zoo", tasks_zoo, "--out", out, "--pool", "label", *sizes)
+    assert code == 0, err
     gen = load_generator(tmp_path / "gen")
+    assert gen.config.encoder.pool == "label"
     assert gen.encoder.tokens == gen.meta["num_outputs"] == 10
     a = generate_members(gen, tmp_path / "a.zarr", like_member=2, n=2, seed=0)
     b = generate_members(gen, tmp_path / "b.zarr", like_member=2, n=2, seed=0)
@@ -210,6 +212,7 @@ def test_unconditional_and_partial_generation_keep_the_other_layers(tasks_zoo, t
         ("not-a-generator", "config.json: missing"),
         ("out-exists", "already exists; choose another path"),
         ("bad-condition", "--condition 'labels' is unknown"),
+        ("bad-pool", "pool 'mean' is unknown"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -227,6 +230,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         "not-a-generator": ["generate", "sample", tmp_path, "--out", out, "--like-member", 0],
         "out-exists": ["generate", "sample", generator_dir, "--out", tmp_path / "exists.zarr", "--like-member", 0],
         "bad-condition": ["generate", "train", "--zoo", tasks_zoo, "--out", tmp_path / "g", "--condition", "labels"],
+        "bad-pool": ["generate", "train", "--zoo", tasks_zoo, "--out", tmp_path / "g", "--pool", "mean"],
     }.get(case)
     if case == "out-exists":
         (tmp_path / "exists.zarr").mkdir()
