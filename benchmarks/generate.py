@@ -1,16 +1,18 @@
 """Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
-    python benchmarks/generate.py [--quick] [--zoos DIR] [--zoo mnist1d-conflict|mnist1d-conflict-ft]
-                                  [--diffusion-epochs 1000]
+    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000]
+                                  [--zoo mnist1d-conflict|mnist1d-conflict-ft|mnist1d-conflict-many]
 
 The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
 in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
-tasks, each member fine-tuned from one base pretrained on all of MNIST-1D: D2NWG's setting);
-``--quick``: their ``tiny-`` versions. One task per class set is held out of generator training
-entirely (its members are used only to compare with), so every held-out task's classes and its
-output order are each seen in training, never together. Members of a fine-tuned zoo share the
-base's neuron order, so they are not aligned for the generator.
+tasks, each member fine-tuned from one base pretrained on all of MNIST-1D: D2NWG's setting) or
+``mnist1d-conflict-many`` (fine-tuned likewise, 200 tasks: 25 output orders per class set, 4 members
+a task); ``--quick``: their ``tiny-`` versions (``tiny-mnist1d-conflict-ft`` for the last).
+One task per class set is held out of generator training entirely (its members are used only to
+compare with), so every held-out task's classes and its output order are each seen in training,
+never together. Members of a fine-tuned zoo share the base's neuron order, so they are not aligned
+for the generator.
 
 Stages, all in one run:
 
@@ -63,8 +65,11 @@ from weightzoo.zoo.train.group import GroupTrainer
 from weightzoo.zoo.train.init import init_params
 from weightzoo.zoo.train.variants import member_variant
 
+ZOOS = {"mnist1d-conflict": "tiny-mnist1d-conflict", "mnist1d-conflict-ft": "tiny-mnist1d-conflict-ft",
+        "mnist1d-conflict-many": "tiny-mnist1d-conflict-ft"}  # each zoo and its --quick stand-in  # fmt: skip
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
+MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly spaced; all held-out ones are)
 FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo's own training length)
 
 
@@ -278,7 +283,8 @@ def memorization(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], train_fl
     out = {"gen_dist": [], "gen_agree": [], "same_task": [], "pair_dist": [], "pair_agree": [],
            "noise_dist": [], "noise_agree": [], "heldout": []}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    for key in tasks.keys:
+    heldin = tasks.heldin[:: -(-len(tasks.heldin) // MEMO_HELDIN)]
+    for key in [k for k in tasks.keys if k in tasks.heldout or k in heldin]:
         m = tasks.members[key]
         x = hparams_data(zoo, stored_hparams(zoo, [m[0]])[0], zoo.member_architecture(m[0])).x_test
         for g in generated[key][:MEMO_PER_TASK]:
@@ -333,11 +339,11 @@ def show_tasks(rows: list[dict]) -> None:
 def main() -> None:
     args = zoo_arguments(
         __doc__, "the tiny zoo and small models (minutes)",
-        zoo={"default": "mnist1d-conflict", "choices": ["mnist1d-conflict", "mnist1d-conflict-ft"]},
+        zoo={"default": "mnist1d-conflict", "choices": list(ZOOS)},
         diffusion_epochs={"type": int, "default": 1000, "help": "the conditional denoiser's epochs"},
     )  # fmt: skip
     torch.manual_seed(0)
-    path, _ = built(f"tiny-{args.zoo}" if args.quick else args.zoo, args.zoos)
+    path, _ = built(ZOOS[args.zoo] if args.quick else args.zoo, args.zoos)
     result: dict = {"zoo": args.zoo, "quick": args.quick, "torch": torch.__version__}
     result["threads"], result["diffusion_epochs"] = torch.get_num_threads(), args.diffusion_epochs
     with open_zoo(path) as zoo:
