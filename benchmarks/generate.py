@@ -36,6 +36,7 @@ Last line: one JSON object.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -135,6 +136,7 @@ class Tasks:
         return sorted(i for k in self.heldin for i in self.members[k])
 
 
+@functools.cache
 def label_map(key: str) -> dict[int, int]:
     """A task's class -> output map (its classes through its label permutation)."""
     task = json.loads(key)
@@ -162,18 +164,18 @@ def composed(zoo, key: str, train_flat: torch.Tensor, train_keys: list[str]) -> 
     recombining seen (class, output) pairs reaches, not an unconditioned baseline."""
     head = zoo.layout.names[-1].rsplit(".", 1)[0]
     weight, bias = zoo.layout[f"{head}.weight"], zoo.layout[f"{head}.bias"]
-    rows = lambda flat: torch.cat([flat[:, weight.offset : weight.stop].reshape(len(flat), bias.numel, -1),  # noqa: E731
-                                   flat[:, bias.offset : bias.stop, None]], dim=2)  # fmt: skip
+    outputs = bias.numel
+    rows_w = train_flat[:, weight.offset : weight.stop].reshape(len(train_flat), outputs, -1)  # [N, O, H]
+    rows_b = train_flat[:, bias.offset : bias.stop]  # [N, O]
     maps = [label_map(k) for k in train_keys]
     mine = {o: c for c, o in label_map(key).items()}
-    out = rows(train_flat.mean(0, keepdim=True))[0]
-    for o in range(bias.numel):
+    flat = train_flat.mean(0).clone()
+    head_w, head_b = flat[weight.offset : weight.stop].view(outputs, -1), flat[bias.offset : bias.stop]
+    for o in range(outputs):
         c = mine.get(o)
         src = [i for i, m in enumerate(maps) if (m.get(c) == o if c is not None else o not in m.values())]
         if src:
-            out[o] = rows(train_flat[src])[:, o].mean(0)
-    flat = train_flat.mean(0).clone()
-    flat[weight.offset : weight.stop], flat[bias.offset : bias.stop] = out[:, :-1].reshape(-1), out[:, -1]
+            head_w[o], head_b[o] = rows_w[src, o].mean(0), rows_b[src, o].mean()
     return flat
 
 

@@ -82,14 +82,14 @@ class LatentDenoiser(nn.Module):
         context = self.time(timestep_embedding(t, self.config.d_model))
         h = self.inp(noisy) + self.position
         if cond is None or self.cond is None:
-            return self.out(self.blocks(h + (context + self.null)[:, None]))
-        c = self.cond(cond)
-        if drop is not None:
-            c = torch.where(drop.view(-1, *[1] * (c.dim() - 1)), self.null.expand_as(c), c)
-        if c.dim() == 2:
-            return self.out(self.blocks(h + (context + c)[:, None]))
-        k = c.shape[1]
-        return self.out(self.blocks(torch.cat([c, h], 1) + context[:, None])[:, k:])
+            c = self.null.expand(len(h), -1)
+        else:
+            c = self.cond(cond)
+            if drop is not None:
+                c = torch.where(drop.view(-1, *[1] * (c.dim() - 1)), self.null.expand_as(c), c)
+        k = c.shape[1] if c.dim() == 3 else 0  # condition tokens go before the latent tokens
+        h = torch.cat([c, h], 1) + context[:, None] if k else h + (context + c)[:, None]
+        return self.out(self.blocks(h)[:, k:])
 
 
 class LatentDiffusion(nn.Module):
