@@ -10,6 +10,10 @@ Tasks (zoos built on first use into ``--zoos``; ``--quick``: the ``tiny-`` specs
   INRs and with a seeded 10% of them (validation and test unchanged);
 - accuracy prediction on ``mnist1d-mlp`` (Kendall tau, split 80/10/10 with seed 0): statnn, dws, gmn.
 
+A reference beside the INR rows, not a metanetwork: ``pixels`` renders every INR on the 28x28 grid
+and fits a logistic regression on the pixels (C chosen on validation), on the same splits. It shows
+how much of the label the zoo's INRs hold, so a weak metanetwork is not mistaken for a weak zoo.
+
 Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (2x as many with
 10% of the data, so it takes 20% of the steps), best epoch on validation loss, patience 10. Each
 is trained once without augmentation and once per entry of ``AUGMENTS``; the augmented figure is
@@ -25,11 +29,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from zoos import built, zoo_arguments
 
+from weightzoo import open_zoo
 from weightzoo.metanet.data import SplitSpec
+from weightzoo.metanet.functional import Functional
 from weightzoo.metanet.train import TrainOptions, train_metanet
+from weightzoo.zoo.tasks import pixel_grid
 
 EPOCHS = {"mnist5k-inr": 20, "mnist1d-mlp": 20}
 SUBSET_EPOCH_FACTOR = 2
@@ -73,6 +82,22 @@ def record(path: Path, name: str, task: str, model: str, options: TrainOptions, 
     }  # fmt: skip
 
 
+def rendered_pixels(path: Path, split: SplitSpec, side: int = 28) -> dict[str, float]:
+    """Validation and test accuracy of a logistic regression on the INRs' renders ``[side * side]``."""
+    zoo = open_zoo(path)
+    parts = split.indices(zoo)
+    f, grid = Functional(zoo.architecture), pixel_grid(side, side)
+    labels = zoo.table()["label"].to_numpy()
+    if len(np.unique(labels[parts["train"]])) < 2:  # a --quick zoo's 10% split can hold one class
+        return {"val": None, "test": None}
+    with torch.no_grad():
+        pixels = {k: f.outputs(zoo.params(list(map(int, idx))), grid)[..., 0].numpy() for k, idx in parts.items()}
+    y = {k: labels[idx] for k, idx in parts.items()}
+    fits = [LogisticRegression(C=c, max_iter=2000).fit(pixels["train"], y["train"]) for c in (0.01, 0.1, 1.0)]
+    best = max(fits, key=lambda m: m.score(pixels["val"], y["val"]))
+    return {k: float(best.score(pixels[k], y[k])) for k in ("val", "test")}
+
+
 def main() -> None:
     args = zoo_arguments(__doc__, "the tiny- zoos, 3 epochs")
     out_file = Path(__file__).with_name(".augment_quality.quick.jsonl" if args.quick else ".augment_quality.jsonl")
@@ -85,6 +110,11 @@ def main() -> None:
             epochs = 3 if args.quick else EPOCHS[name] * (1 if fraction == 1.0 else SUBSET_EPOCH_FACTOR)
             options = TrainOptions(epochs=epochs, batch_size=64, lr=1e-3, patience=10, seed=0)
             split = SplitSpec(seed=0, group_by=("target",) if prefix == "inr" else (), train_subset=fraction)
+            if prefix == "inr":
+                px = rendered_pixels(path, split)
+                results[key(prefix, "pixels", fraction, False)] = px["test"] and round(px["test"], 4)
+                print(f"{name:<12} {'pixels':<7} {fraction:>4.0%} {'(rendered INRs, logistic regression)':<58} "
+                      f"val {px['val']} test {px['test']}", flush=True)  # fmt: skip
             for model in models:
                 best = None
                 for augment in [None, *AUGMENTS[name]]:
