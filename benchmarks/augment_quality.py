@@ -24,6 +24,7 @@ finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs reco
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
@@ -82,20 +83,29 @@ def record(path: Path, name: str, task: str, model: str, options: TrainOptions, 
     }  # fmt: skip
 
 
-def rendered_pixels(path: Path, split: SplitSpec, side: int = 28) -> dict[str, float]:
-    """Validation and test accuracy of a logistic regression on the INRs' renders ``[side * side]``."""
-    zoo = open_zoo(path)
-    parts = split.indices(zoo)
-    f, grid = Functional(zoo.architecture), pixel_grid(side, side)
-    labels = zoo.table()["label"].to_numpy()
-    if len(np.unique(labels[parts["train"]])) < 2:  # a --quick zoo's 10% split can hold one class
+@functools.cache
+def _renders(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every member's render ``[N, side * side]`` (in chunks of 500) and its label ``[N]``."""
+    with open_zoo(path) as zoo:
+        f, grid = Functional(zoo.architecture), pixel_grid(side, side)
+        with torch.no_grad():
+            chunks = [f.outputs(zoo.params(list(range(i, min(i + 500, len(zoo))))), grid)[..., 0]
+                      for i in range(0, len(zoo), 500)]  # fmt: skip
+        return torch.cat(chunks).numpy(), zoo.table()["label"].to_numpy()
+
+
+def rendered_pixels(path: Path, split: SplitSpec, side: int = 28) -> dict[str, float | None]:
+    """Validation and test accuracy of a logistic regression on the INRs' renders ``[side * side]``
+    (None where the training split holds a single class, as a --quick zoo's 10% split can)."""
+    pixels, labels = _renders(path, side)
+    with open_zoo(path) as zoo:
+        parts = split.indices(zoo)
+    if len(np.unique(labels[parts["train"]])) < 2:
         return {"val": None, "test": None}
-    with torch.no_grad():
-        pixels = {k: f.outputs(zoo.params(list(map(int, idx))), grid)[..., 0].numpy() for k, idx in parts.items()}
-    y = {k: labels[idx] for k, idx in parts.items()}
-    fits = [LogisticRegression(C=c, max_iter=2000).fit(pixels["train"], y["train"]) for c in (0.01, 0.1, 1.0)]
-    best = max(fits, key=lambda m: m.score(pixels["val"], y["val"]))
-    return {k: float(best.score(pixels[k], y[k])) for k in ("val", "test")}
+    fits = [LogisticRegression(C=c, max_iter=2000).fit(pixels[parts["train"]], labels[parts["train"]])
+            for c in (0.01, 0.1, 1.0)]  # fmt: skip
+    best = max(fits, key=lambda m: m.score(pixels[parts["val"]], labels[parts["val"]]))
+    return {k: float(best.score(pixels[parts[k]], labels[parts[k]])) for k in ("val", "test")}
 
 
 def main() -> None:
@@ -112,7 +122,7 @@ def main() -> None:
             split = SplitSpec(seed=0, group_by=("target",) if prefix == "inr" else (), train_subset=fraction)
             if prefix == "inr":
                 px = rendered_pixels(path, split)
-                results[key(prefix, "pixels", fraction, False)] = px["test"] and round(px["test"], 4)
+                results[key(prefix, "pixels", fraction, False)] = None if px["test"] is None else round(px["test"], 4)
                 print(f"{name:<12} {'pixels':<7} {fraction:>4.0%} {'(rendered INRs, logistic regression)':<58} "
                       f"val {px['val']} test {px['test']}", flush=True)  # fmt: skip
             for model in models:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -285,7 +286,7 @@ def memorization(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], train_fl
     out = {"gen_dist": [], "gen_agree": [], "same_task": [], "pair_dist": [], "pair_agree": [],
            "noise_dist": [], "noise_agree": [], "heldout": []}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    heldin = tasks.heldin[:: -(-len(tasks.heldin) // MEMO_HELDIN)]
+    heldin = tasks.heldin[:: math.ceil(len(tasks.heldin) / MEMO_HELDIN)]
     for key in [k for k in tasks.keys if k in tasks.heldout or k in heldin]:
         m = tasks.members[key]
         x = hparams_data(zoo, stored_hparams(zoo, [m[0]])[0], zoo.member_architecture(m[0])).x_test

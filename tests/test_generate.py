@@ -86,7 +86,8 @@ def test_label_pooled_encoder_gives_one_token_per_output():
     torch.testing.assert_close(enc(x[:, perm], y[:, perm]), out, atol=1e-5, rtol=0)
     with torch.no_grad():
         unused = enc.out(enc.unused + enc.output.weight)
-    torch.testing.assert_close(out[0, 3], unused[3]) and torch.testing.assert_close(out[1, 0], unused[0])
+    torch.testing.assert_close(out[0, 3], unused[3])
+    torch.testing.assert_close(out[1, 0], unused[0])
     assert not torch.allclose(out[0, 1], unused[1], atol=1e-3)  # a used output reads its samples
     with pytest.raises(SpecError, match="pool 'mean' is unknown"):
         EncoderConfig(pool="mean")
