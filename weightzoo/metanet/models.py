@@ -21,6 +21,7 @@ from ..weightspace import WeightSpace
 from .baselines import DeepSets, FlatMLP, StatNN, statistic_slots
 from .data import ZooMembers, check_same_layout
 from .dws import DWSNet
+from .probes import ProbeFeatures
 
 
 class Metanet(nn.Module):
@@ -45,18 +46,39 @@ class Metanet(nn.Module):
 
 
 class LayoutMetanet(Metanet):
-    """Reads members of one fixed layout, as flat vectors or as a WeightSpace."""
+    """Reads members of one fixed layout, as flat vectors or as a WeightSpace; with ``probe``, the
+    WeightSpace gets ``2 S`` more channels: each weight ``(i, j)`` of a layer carries the probe
+    values of its output neuron ``i`` and input neuron ``j``, each bias those of its neuron (and
+    ``S`` zeros), so channel mixing stays equivariant."""
 
-    def __init__(self, kind: str, net: nn.Module, layout: ParamLayout, weight_space: bool) -> None:
+    def __init__(
+        self, kind: str, net: nn.Module, layout: ParamLayout, weight_space: bool, probe: ProbeFeatures | None = None
+    ) -> None:
         super().__init__(kind, net)
-        self.layout, self.weight_space = layout, weight_space
+        self.layout, self.weight_space, self.probe = layout, weight_space, probe
 
     def check(self, members: ZooMembers, source: str) -> None:
         check_same_layout(members, self.layout, self.kind, source)
 
+    def fit_inputs(self, members: ZooMembers) -> None:
+        if self.probe is not None:
+            self.probe.fit(members.flat)
+
     def forward(self, members: ZooMembers) -> Tensor:
         flat = members.flat[:, : self.layout.size]
-        return self.net(WeightSpace.from_flat(flat, self.layout) if self.weight_space else flat)
+        if not self.weight_space:
+            return self.net(flat)
+        ws = WeightSpace.from_flat(flat, self.layout)
+        return self.net(ws if self.probe is None else self._with_probes(ws, flat))
+
+    def _with_probes(self, ws: WeightSpace, flat: Tensor) -> WeightSpace:
+        per_layer = [v.transpose(1, 2) for v in self.probe.layers(self.probe(flat))]  # [B, S, n_k]
+        weights, biases = [], []
+        for k, (w, b) in enumerate(zip(ws.weights, ws.biases)):
+            rows, cols = per_layer[k + 1][..., None], per_layer[k][:, :, None]
+            weights.append(torch.cat([w, rows.expand(-1, -1, *w.shape[2:]), cols.expand(-1, -1, *w.shape[2:])], 1))
+            biases.append(torch.cat([b, per_layer[k + 1], torch.zeros_like(per_layer[k + 1])], 1))
+        return WeightSpace(tuple(weights), tuple(biases), ws.layout)
 
 
 class StatMetanet(Metanet):
@@ -85,9 +107,9 @@ class StatMetanet(Metanet):
 class GraphMetanet(Metanet):
     """GMN: members become parameter graphs (any architecture the graph builder knows)."""
 
-    def __init__(self, net: nn.Module, node_dim: int, edge_dim: int) -> None:
+    def __init__(self, net: nn.Module, node_dim: int, edge_dim: int, probe: ProbeFeatures | None = None) -> None:
         super().__init__("gmn", net)
-        self.node_dim, self.edge_dim = node_dim, edge_dim
+        self.node_dim, self.edge_dim, self.probe = node_dim, edge_dim, probe
         self._builders: dict = {}
 
     def graphs(self, members: ZooMembers):
@@ -109,9 +131,19 @@ class GraphMetanet(Metanet):
                 f"{source}: graphs need node/edge features of width {node_dim}/{edge_dim}, the gmn run "
                 f"takes {self.node_dim}/{self.edge_dim} (bigger kernels or more norm parameters than it saw)"
             )
+        if self.probe is not None:
+            check_same_layout(members, self.probe.layout, "gmn with probes", source)
+
+    def fit_inputs(self, members: ZooMembers) -> None:
+        if self.probe is not None:
+            self.probe.fit(members.flat)
 
     def forward(self, members: ZooMembers) -> Tensor:
-        return self.net(self.graphs(members))
+        graphs = self.graphs(members)
+        if self.probe is not None:  # one architecture: each graph's nodes are its neurons in order
+            feats = self.probe(members.flat)
+            graphs.x = torch.cat([graphs.x, feats.reshape(-1, feats.shape[-1])], dim=1)
+        return self.net(graphs)
 
 
 def graph_dims(members: ZooMembers, cache: dict | None = None) -> tuple[int, int]:
@@ -133,6 +165,7 @@ class ModelKind:
     describe: Callable[[ZooMembers, str], dict]  # training members -> input description (JSON)
     build: Callable[[dict, dict, int], Metanet]  # (args, input description, out_features) -> model
     mixed: bool = False  # accepts zoos whose members differ in architecture
+    probes: bool = False  # takes probe features (model argument ``probes``, see :mod:`.probes`)
 
 
 def _one_layout(name: str) -> Callable[[ZooMembers, str], dict]:
@@ -166,9 +199,19 @@ def _describe_dws(members: ZooMembers, source: str) -> dict:
     return info
 
 
+def _probe(args: dict, info: dict) -> tuple[dict, ProbeFeatures | None]:
+    """The model's own arguments and its probe features (None with ``probes=0``)."""
+    args = dict(args)
+    count = int(args.pop("probes", 0))
+    return args, (ProbeFeatures(info["probe"]) if count else None)
+
+
 def _build_dws(args: dict, info: dict, out: int) -> Metanet:
     layout = _layout(info)
-    return LayoutMetanet("dws", DWSNet(layout, out_features=out, **args), layout, weight_space=True)
+    args, probe = _probe(args, info)
+    channels = 1 + (2 * probe.count if probe is not None else 0)
+    net = DWSNet(layout, out_features=out, in_channels=channels, **args)
+    return LayoutMetanet("dws", net, layout, weight_space=True, probe=probe)
 
 
 def _describe_statnn(members: ZooMembers, source: str) -> dict:
@@ -187,8 +230,10 @@ def _describe_gmn(members: ZooMembers, source: str) -> dict:
 def _build_gmn(args: dict, info: dict, out: int) -> Metanet:
     from .gmn import GMN
 
-    net = GMN(info["node_dim"], info["edge_dim"], out_features=out, **args)
-    return GraphMetanet(net, info["node_dim"], info["edge_dim"])
+    args, probe = _probe(args, info)
+    extra = probe.count if probe is not None else 0
+    net = GMN(info["node_dim"] + extra, info["edge_dim"], out_features=out, **args)
+    return GraphMetanet(net, info["node_dim"], info["edge_dim"], probe)
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -197,8 +242,14 @@ MODEL_KINDS: dict[str, ModelKind] = {
         ModelKind("mlp", {"hidden": [256, 256], "dropout": 0.1}, _one_layout("mlp"), _build_mlp),
         ModelKind("statnn", {"hidden": [256, 256]}, _describe_statnn, _build_statnn, mixed=True),
         ModelKind("deepsets", {"hidden": 64}, _one_layout("deepsets"), _build_deepsets),
-        ModelKind("dws", {"hidden_channels": 16, "depth": 3, "dropout": 0.0}, _describe_dws, _build_dws),
-        ModelKind("gmn", {"hidden": 64, "layers": 4}, _describe_gmn, _build_gmn, mixed=True),
+        ModelKind(
+            "dws",
+            {"hidden_channels": 16, "depth": 3, "dropout": 0.0, "probes": 0},
+            _describe_dws,
+            _build_dws,
+            probes=True,
+        ),
+        ModelKind("gmn", {"hidden": 64, "layers": 4, "probes": 0}, _describe_gmn, _build_gmn, mixed=True, probes=True),
     )
 }
 

@@ -25,6 +25,7 @@ from ..zoo.store import ZooStore
 from .augment import parse
 from .data import MetanetTask, Normalizer, SplitSpec, ZooMembers, load_members
 from .models import Metanet, build_metanet, model_kind
+from .probes import probe_input
 from .run import RUN_FORMAT, RUN_VERSION, MetanetRun, score_members
 
 
@@ -85,6 +86,8 @@ def train_metanet(
     raw = {name: load_members(zoo, idx, task, task.epoch) for name, idx in parts.items() if len(idx)}
     info = kind.describe(raw["train"], str(zoo.path))
     normalizer = Normalizer.fit(raw["train"])
+    if kind.probes and model_args.get("probes"):
+        info["probe"] = probe_input(zoo, raw["train"], int(model_args["probes"]), normalizer, split.seed)
     target = _target_stats(task, raw["train"].targets)
 
     augmenter = None
