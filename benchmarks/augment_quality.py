@@ -7,8 +7,11 @@ Tasks (zoos built on first use into ``--zoos``; ``--quick``: the ``tiny-`` specs
 
 - INR classification on ``mnist5k-inr`` (which of the 5,000 real MNIST digits a SIREN encodes;
   one SIREN per image, split 80/10/10 by image): mlp, statnn, dws and gmn, with all training
-  INRs and with a seeded 10% of them (validation and test unchanged);
-- accuracy prediction on ``mnist1d-mlp`` (Kendall tau, split 80/10/10 with seed 0): statnn, dws, gmn.
+  INRs and with a seeded 10% of them (validation and test unchanged). dws and gmn read 64 probe
+  features per neuron (``--arg probes=64``, after Kofinas et al. 2024); ``dws-weights`` and
+  ``gmn-weights`` are the same models on the weights alone, with all data and no augmentation;
+- accuracy prediction on ``mnist1d-mlp`` (Kendall tau, split 80/10/10 with seed 0): statnn, dws, gmn
+  (dws and gmn with 64 probe features, here 64 MNIST-1D training inputs).
 
 A reference beside the INR rows, not a metanetwork: ``pixels`` renders every INR on the 28x28 grid
 and fits a logistic regression on the pixels (C chosen on validation), on the same splits. It shows
@@ -48,10 +51,21 @@ AUGMENTS = {  # candidates per zoo, chosen on validation
     "mnist1d-mlp": ["perm,sign,scale", "perm,sign,scale,noise:0.02"],
 }
 RUNS = [  # (key prefix, zoo, task, models, fractions of the training split)
-    ("inr", "mnist5k-inr", "classify:label", ["mlp", "statnn", "dws", "gmn"], (1.0, 0.1)),
+    ("inr", "mnist5k-inr", "classify:label", ["mlp", "statnn", "dws", "gmn", "dws-weights", "gmn-weights"], (1.0, 0.1)),
     ("tau", "mnist1d-mlp", "predict:test_acc", ["statnn", "dws", "gmn"], (1.0,)),
 ]
 SIZES = {"gmn": {"hidden": 32, "layers": 4}, "dws": {"hidden_channels": 16, "depth": 3}}  # as benchmarks/metanets.py
+PROBES = {"mnist5k-inr": 64, "mnist1d-mlp": 64}  # probe inputs per neuron for dws and gmn
+REFERENCES = {"dws-weights", "gmn-weights"}  # dws/gmn without probes: all data, no augmentation only
+
+
+def model_and_args(name: str, label: str) -> tuple[str, dict]:
+    """``dws``/``gmn`` read probe features where the zoo allows them; ``*-weights`` never do."""
+    model = label.removesuffix("-weights")
+    args = dict(SIZES.get(model, {}))
+    if model in ("dws", "gmn") and not label.endswith("-weights") and name in PROBES:
+        args["probes"] = PROBES[name]
+    return model, args
 
 
 def headline(scores: dict[str, float]) -> float:
@@ -59,7 +73,8 @@ def headline(scores: dict[str, float]) -> float:
 
 
 def key(prefix: str, model: str, fraction: float, aug: bool) -> str:
-    """The issue's names: ``inr_acc_dws``, ``inr10_acc_dws_aug``, ``tau_gmn_aug``."""
+    """The issue's names: ``inr_acc_dws``, ``inr10_acc_dws_aug``, ``tau_gmn_aug``, ``inr_acc_dws_weights``."""
+    model = model.replace("-", "_")
     if prefix == "inr":
         return f"inr{'' if fraction == 1.0 else '10'}_acc_{model}{'_aug' if aug else ''}"
     return f"tau_{model}{'_aug' if aug else ''}"
@@ -69,13 +84,14 @@ def _run_key(row: dict) -> tuple:
     return row["zoo"], row["model"], row["fraction"], row["augment"]
 
 
-def record(path: Path, name: str, task: str, model: str, options: TrainOptions, split: SplitSpec, fraction: float):
+def record(path: Path, name: str, task: str, label: str, options: TrainOptions, split: SplitSpec, fraction: float):
     """Train one model once and describe the run."""
     start = time.perf_counter()
-    run = train_metanet(path, task, model, options=options, split=split, model_args=SIZES.get(model))
+    model, args = model_and_args(name, label)
+    run = train_metanet(path, task, model, options=options, split=split, model_args=args)
     scores, hist = run.config["scores"], run.config["history"]
     return {
-        "zoo": name, "model": model, "fraction": fraction, "augment": options.augment or "none",
+        "zoo": name, "model": label, "fraction": fraction, "augment": options.augment or "none",
         "val": headline(scores["val"]), "test": headline(scores["test"]),
         "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
         "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
@@ -126,8 +142,10 @@ def main() -> None:
                 print(f"{name:<12} {'pixels':<7} {fraction:>4.0%} {'(rendered INRs, logistic regression)':<58} "
                       f"val {px['val']} test {px['test']}", flush=True)  # fmt: skip
             for model in models:
+                if model in REFERENCES and fraction != 1.0:
+                    continue
                 best = None
-                for augment in [None, *AUGMENTS[name]]:
+                for augment in [None, *([] if model in REFERENCES else AUGMENTS[name])]:
                     row = done.get((name, model, fraction, augment or "none"))
                     if row is None:
                         row = record(path, name, task, model, replace(options, augment=augment), split, fraction)
@@ -135,7 +153,7 @@ def main() -> None:
                             f.write(json.dumps(row) + "\n")
                     rows.append(row)
                     print(
-                        f"{name:<12} {model:<7} {fraction:>4.0%} {row['augment']:<58} val {row['val']:.4f} "
+                        f"{name:<12} {model:<11} {fraction:>4.0%} {row['augment']:<58} val {row['val']:.4f} "
                         f"test {row['test']:.4f} ({row['epochs']} epochs, best {row['best_epoch']}, "
                         f"{row['seconds']:.0f} s)",
                         flush=True,
@@ -144,13 +162,14 @@ def main() -> None:
                         results[key(prefix, model, fraction, False)] = round(row["test"], 4)
                     elif best is None or row["val"] > best["val"]:
                         best = row
-                results[key(prefix, model, fraction, True)] = round(best["test"], 4)
-                results[key(prefix, model, fraction, True) + "_pick"] = best["augment"]
+                if best is not None:
+                    results[key(prefix, model, fraction, True)] = round(best["test"], 4)
+                    results[key(prefix, model, fraction, True) + "_pick"] = best["augment"]
     print()
-    print(f"{'zoo':<12} {'model':<7} {'data':>5} {'augment':<58} {'val':>7} {'test':>7} {'epochs':>6} {'s':>6}")
+    print(f"{'zoo':<12} {'model':<11} {'data':>5} {'augment':<58} {'val':>7} {'test':>7} {'epochs':>6} {'s':>6}")
     for r in rows:
         print(
-            f"{r['zoo']:<12} {r['model']:<7} {r['fraction']:>5.0%} {r['augment']:<58} {r['val']:>7.4f} "
+            f"{r['zoo']:<12} {r['model']:<11} {r['fraction']:>5.0%} {r['augment']:<58} {r['val']:>7.4f} "
             f"{r['test']:>7.4f} {r['epochs']:>6} {r['seconds']:>6.0f}"
         )
     results["targets"] = targets(results)

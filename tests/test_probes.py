@@ -38,7 +38,7 @@ def test_probe_values_are_the_networks_own_activations(zoo_path):
     probe = ProbeFeatures(info)
     points = torch.tensor(info["points"])
     assert points.shape == (7, 4)
-    values = probe.raw(normalizer.apply(members).flat)
+    values = probe.raw(normalizer.apply(members).flat, probe.which(members))
     assert [v.shape for v in values] == [(48, 7, 4), (48, 7, 6), (48, 7, 5), (48, 7, 3)]
     with open_zoo(zoo_path) as zoo:
         for i in (0, 17):
@@ -53,8 +53,9 @@ def test_fit_standardizes_each_layer(zoo_path):
     members, normalizer, info = _members(zoo_path)
     probe = ProbeFeatures(info)
     flat = normalizer.apply(members).flat
-    probe.fit(flat)
-    for k, layer in enumerate(probe.layers(probe(flat))):
+    which = probe.which(members)
+    probe.fit(flat, which)
+    for k, layer in enumerate(probe.layers(probe(flat, which))):
         if k:  # the inputs are the same for every member; the other layers' values vary
             assert abs(layer.mean().item()) < 1e-4 and layer.std().item() == pytest.approx(1.0, abs=1e-3)
 
@@ -77,11 +78,34 @@ def test_models_with_probes_are_invariant_to_hidden_permutations(zoo_path, model
     torch.testing.assert_close(net(moved), out, atol=1e-4, rtol=0)
     # a wrong variant: probe values of the unpermuted members beside the permuted weights
     stale = net.probe.forward
-    net.probe.forward = lambda flat: stale(batch.flat)
+    net.probe.forward = lambda flat, which: stale(batch.flat, which)
     try:
         assert (net(moved) - out).abs().max() > 1e-3
     finally:
         net.probe.forward = stale
+
+
+def test_members_differing_in_activation_each_run_their_own(tmp_path):
+    path = tmp_path / "mlp.zarr"
+    build_zoo("tiny-mnist1d-mlp", path)  # a grid over relu and tanh
+    with open_zoo(path) as zoo:
+        members = load_members(zoo, np.arange(len(zoo)))
+        normalizer = Normalizer.fit(members)
+        info = probe_input(zoo, members, 5, normalizer)
+        probe = ProbeFeatures(info)
+        assert len(probe.keys) == 2
+        values = probe.raw(normalizer.apply(members).flat, probe.which(members))
+        points = torch.tensor(info["points"])
+        activations = set()
+        for i in range(len(zoo)):
+            net = zoo.model(i)
+            activations.add(type(net[1]).__name__)
+            torch.testing.assert_close(values[-1][i], net(points), atol=1e-5, rtol=0)
+            torch.testing.assert_close(values[1][i], net[1](net[0](points)), atol=1e-5, rtol=0)
+        assert activations == {"ReLU", "Tanh"}
+        other = replace(members, architectures=[{**members.architectures[0], "name": "unseen"}])
+        with pytest.raises(SpecError, match="not built for"):
+            probe.which(other, "other.zarr")
 
 
 def test_train_with_probes_through_the_cli_and_reload(tmp_path, capsys):

@@ -8,6 +8,7 @@ permutation spec per member, and targets. ``Normalizer`` standardizes parameters
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -145,6 +146,8 @@ class ZooMembers:
     targets: Tensor | None = None
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     extras: dict[str, Tensor] = field(default_factory=dict)  # per-member model inputs computed once
+    architectures: list[dict] = field(default_factory=list)  # distinct architecture descriptions
+    architecture_ids: Tensor | None = None  # [n] index into ``architectures`` (None: not read)
 
     def __len__(self) -> int:
         return self.flat.shape[0]
@@ -163,6 +166,8 @@ class ZooMembers:
             targets,
             self.indices[positions.cpu().numpy()],
             {k: v[positions.to(v.device)] for k, v in self.extras.items()},
+            self.architectures,
+            None if self.architecture_ids is None else self.architecture_ids[positions.cpu()],
         )
 
     def map(self, fn) -> ZooMembers:
@@ -193,7 +198,17 @@ def load_members(zoo: ZooStore, indices: np.ndarray, task: MetanetTask | None = 
     flat = zoo.params(indices, epoch)
     layouts, specs, ids = zoo.architecture_groups(indices)
     targets = None if task is None else task.targets(zoo, indices)
-    return ZooMembers(flat, torch.from_numpy(ids), layouts, specs, targets, indices)
+    keys: dict[str, int] = {}
+    arch_ids = [keys.setdefault(architecture_key(a), len(keys)) for a in zoo.member_architectures(indices)]
+    architectures = [json.loads(k) for k in keys]
+    return ZooMembers(
+        flat, torch.from_numpy(ids), layouts, specs, targets, indices, {}, architectures, torch.tensor(arch_ids)
+    )
+
+
+def architecture_key(architecture: dict) -> str:
+    """A canonical string of an architecture description (equal descriptions, equal keys)."""
+    return json.dumps(architecture, sort_keys=True)
 
 
 @dataclass

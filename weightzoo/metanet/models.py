@@ -59,20 +59,23 @@ class LayoutMetanet(Metanet):
 
     def check(self, members: ZooMembers, source: str) -> None:
         check_same_layout(members, self.layout, self.kind, source)
+        if self.probe is not None:
+            self.probe.which(members, source)
 
     def fit_inputs(self, members: ZooMembers) -> None:
         if self.probe is not None:
-            self.probe.fit(members.flat)
+            self.probe.fit(members.flat, self.probe.which(members))
 
     def forward(self, members: ZooMembers) -> Tensor:
         flat = members.flat[:, : self.layout.size]
         if not self.weight_space:
             return self.net(flat)
         ws = WeightSpace.from_flat(flat, self.layout)
-        return self.net(ws if self.probe is None else self._with_probes(ws, flat))
+        return self.net(ws if self.probe is None else self._with_probes(ws, members))
 
-    def _with_probes(self, ws: WeightSpace, flat: Tensor) -> WeightSpace:
-        per_layer = [v.transpose(1, 2) for v in self.probe.layers(self.probe(flat))]  # [B, S, n_k]
+    def _with_probes(self, ws: WeightSpace, members: ZooMembers) -> WeightSpace:
+        feats = self.probe(members.flat, self.probe.which(members))
+        per_layer = [v.transpose(1, 2) for v in self.probe.layers(feats)]  # [B, S, n_k]
         weights, biases = [], []
         for k, (w, b) in enumerate(zip(ws.weights, ws.biases)):
             rows, cols = per_layer[k + 1][..., None], per_layer[k][:, :, None]
@@ -133,15 +136,16 @@ class GraphMetanet(Metanet):
             )
         if self.probe is not None:
             check_same_layout(members, self.probe.layout, "gmn with probes", source)
+            self.probe.which(members, source)
 
     def fit_inputs(self, members: ZooMembers) -> None:
         if self.probe is not None:
-            self.probe.fit(members.flat)
+            self.probe.fit(members.flat, self.probe.which(members))
 
     def forward(self, members: ZooMembers) -> Tensor:
         graphs = self.graphs(members)
         if self.probe is not None:  # one architecture: each graph's nodes are its neurons in order
-            feats = self.probe(members.flat)
+            feats = self.probe(members.flat, self.probe.which(members))
             graphs.x = torch.cat([graphs.x, feats.reshape(-1, feats.shape[-1])], dim=1)
         return self.net(graphs)
 

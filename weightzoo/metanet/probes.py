@@ -16,7 +16,6 @@ without gradients and saved in the run's ``config.json``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -26,29 +25,26 @@ from torch import Tensor, nn
 from ..errors import SpecError, StoreError
 from ..zoo import archs
 from ..zoo.store import ZooStore
-from .data import Normalizer, ZooMembers
+from .data import Normalizer, ZooMembers, architecture_key
 
 _ELEMENTWISE = (*{cls for cls in archs.ACTIVATIONS.values()}, nn.Dropout)
 
 
 def probe_input(zoo: ZooStore, members: ZooMembers, count: int, normalizer: Normalizer, seed: int = 0) -> dict:
-    """The JSON a :class:`ProbeFeatures` is built from: the members' one architecture, ``count``
-    probe inputs drawn (seeded) from the first member's training inputs (standard normal ones
-    for a zoo without a task), and the normalization
-    the metanetwork's inputs carry (so raw weights can be recovered)."""
+    """The JSON a :class:`ProbeFeatures` is built from: the members' architectures (one layout;
+    they may differ in activation), ``count`` probe inputs drawn (seeded) from the first member's
+    training inputs (standard normal ones for a zoo without a task), and the normalization the
+    metanetwork's inputs carry, so raw weights can be recovered."""
     if count < 1:
         raise SpecError(f"probes={count}: the number of probe inputs must be >= 1 (0 turns probes off)")
-    archs_seen = {_key(a) for a in zoo.member_architectures(members.indices)}
-    if len(archs_seen) != 1:
-        raise SpecError(
-            f"{zoo.path}: probe features need members of one architecture; these have {len(archs_seen)} "
-            "(e.g. a grid over activations): train without probes"
-        )
-    architecture = zoo.member_architecture(int(members.indices[0]))
-    ProbeFeatures.check(architecture)
+    layouts = set(members.layouts)
+    if len(layouts) != 1:
+        raise SpecError(f"{zoo.path}: probe features need members of one layout; these have {len(layouts)}")
+    for architecture in members.architectures:
+        ProbeFeatures.check(architecture)
     shift, scale = normalizer.vectors(members.layouts[0])
     return {
-        "architecture": architecture,
+        "architectures": members.architectures,
         "points": _points(zoo, int(members.indices[0]), members.layouts[0], count, seed).tolist(),
         "shift": shift.tolist(),
         "scale": scale.tolist(),
@@ -68,34 +64,30 @@ def _points(zoo: ZooStore, member: int, layout, count: int, seed: int) -> Tensor
     return x[np.sort(rng.choice(len(x), size=min(count, len(x)), replace=False))]
 
 
-def _key(arch: dict) -> str:
-    return json.dumps(arch, sort_keys=True)
-
-
 class ProbeFeatures(nn.Module):
     """``[B, >= P]`` normalized flat members -> ``[B, N, S]`` standardized neuron values on ``S`` probes."""
 
     def __init__(self, info: dict[str, Any]) -> None:
         super().__init__()
-        module, self.layout, _ = archs.describe(info["architecture"])
-        self.steps = self.check(info["architecture"], module)
+        self.keys = [architecture_key(a) for a in info["architectures"]]
+        self.layout = archs.describe(info["architectures"][0])[1]
+        self.steps = [self.check(a) for a in info["architectures"]]
         self.register_buffer("points", torch.tensor(info["points"], dtype=torch.float32))
         self.register_buffer("shift", torch.tensor(info["shift"], dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(info["scale"], dtype=torch.float32))
-        sizes = [self.layout.dense_layers()[0][0].shape[1]] + [w.shape[0] for w, _ in self.layout.dense_layers()]
-        self.sizes = sizes
-        self.register_buffer("mean", torch.zeros(len(sizes)))
-        self.register_buffer("std", torch.ones(len(sizes)))
+        dense = self.layout.dense_layers()
+        self.sizes = [dense[0][0].shape[1]] + [w.shape[0] for w, _ in dense]
+        self.register_buffer("mean", torch.zeros(len(self.sizes)))
+        self.register_buffer("std", torch.ones(len(self.sizes)))
 
     @property
     def count(self) -> int:
         return self.points.shape[0]
 
     @staticmethod
-    def check(architecture: dict, module: nn.Module | None = None) -> list[nn.Module]:
+    def check(architecture: dict) -> list[nn.Module]:
         """The modules of an MLP architecture in order, or SpecError naming the first other layer."""
-        module = archs.build_module(architecture) if module is None else module
-        steps = list(module.children())
+        steps = list(archs.build_module(architecture).children())
         for i, m in enumerate(steps):
             if not isinstance(m, (nn.Linear, *_ELEMENTWISE)):
                 raise SpecError(
@@ -104,15 +96,34 @@ class ProbeFeatures(nn.Module):
                 )
         return steps
 
+    def which(self, members: ZooMembers, source: str = "members") -> Tensor:
+        """Each member's index into the architectures the probes were built for, or SpecError."""
+        known = {k: i for i, k in enumerate(self.keys)}
+        if members.architecture_ids is None:
+            raise SpecError(f"{source}: probe features need each member's architecture (read with load_members)")
+        lookup = []
+        for a in members.architectures:
+            if architecture_key(a) not in known:
+                raise SpecError(f"{source}: a member architecture the probes were not built for: {a}")
+            lookup.append(known[architecture_key(a)])
+        return torch.tensor(lookup, dtype=torch.long)[members.architecture_ids]
+
     @torch.no_grad()
-    def raw(self, flat: Tensor) -> list[Tensor]:
-        """Un-standardized neuron values per layer, each ``[B, S, n_k]``, from normalized ``flat``."""
-        size = self.layout.size
-        weights = flat[:, :size] * self.scale + self.shift
-        params = self.layout.unflatten(weights)
-        h = self.points.expand(len(flat), *self.points.shape)
+    def raw(self, flat: Tensor, which: Tensor) -> list[Tensor]:
+        """Un-standardized neuron values per layer, each ``[B, S, n_k]``, from normalized ``flat``;
+        member ``b`` runs with the activations of architecture ``which[b]``."""
+        params = self.layout.unflatten(flat[:, : self.layout.size] * self.scale + self.shift)
+        values = [flat.new_empty(len(flat), self.count, n) for n in self.sizes]
+        for a in which.unique().tolist():
+            rows = (which == a).nonzero().squeeze(1).to(flat.device)
+            for k, v in enumerate(self._run(self.steps[a], {n: t[rows] for n, t in params.items()})):
+                values[k][rows] = v
+        return values
+
+    def _run(self, steps: list[nn.Module], params: dict[str, Tensor]) -> list[Tensor]:
+        h = self.points.expand(len(next(iter(params.values()))), *self.points.shape)
         values, dense = [h], iter(self.layout.dense_layers())
-        for m in self.steps:
+        for m in steps:
             if isinstance(m, nn.Linear):
                 w, b = next(dense)
                 h = h @ params[w.name].transpose(1, 2)
@@ -123,14 +134,14 @@ class ProbeFeatures(nn.Module):
                 values[-1] = h  # a neuron's value is taken after its activation
         return values
 
-    def fit(self, flat: Tensor) -> None:
+    def fit(self, flat: Tensor, which: Tensor) -> None:
         """Per-layer mean and std of the neuron values of the training members ``flat``."""
-        for k, v in enumerate(self.raw(flat)):
+        for k, v in enumerate(self.raw(flat, which)):
             self.mean[k] = v.mean()
             self.std[k] = v.std().clamp_min(1e-6) if v.numel() > 1 else 1.0
 
-    def forward(self, flat: Tensor) -> Tensor:
-        parts = [((v - self.mean[k]) / self.std[k]).transpose(1, 2) for k, v in enumerate(self.raw(flat))]
+    def forward(self, flat: Tensor, which: Tensor) -> Tensor:
+        parts = [((v - self.mean[k]) / self.std[k]).transpose(1, 2) for k, v in enumerate(self.raw(flat, which))]
         return torch.cat(parts, dim=1)  # [B, N, S]
 
     def layers(self, feats: Tensor) -> list[Tensor]:
@@ -138,4 +149,4 @@ class ProbeFeatures(nn.Module):
         return list(torch.split(feats, self.sizes, dim=1))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(probes={self.count}, neurons={self.sizes})"
+        return f"{self.__class__.__name__}(probes={self.count}, neurons={self.sizes}, architectures={len(self.keys)})"
