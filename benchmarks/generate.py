@@ -1,8 +1,13 @@
 """Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
-    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000]
+    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000] [--generator DIR]
                                   [--zoo mnist1d-conflict|mnist1d-conflict-ft|mnist1d-conflict-many]
+
+``--generator DIR`` keeps the trained generator: the first run trains it and saves it (and its
+training record, ``training.json``) there; later runs with the same zoo and options load it and
+skip training, so sampling and evaluation can be compared without retraining. A saved generator
+whose configuration differs from this run's is refused.
 
 The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
 in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
@@ -42,6 +47,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -339,11 +345,40 @@ def show_tasks(rows: list[dict]) -> None:
         print(f"{name:<46} {'held-out' if r['heldout'] else 'held-in':<8}" + "".join(f"{r[c]:>13.4f}" for c in cols))
 
 
+@dataclass(frozen=True)
+class Record:
+    """What the benchmark reports of the generator's training."""
+
+    seconds: float
+    autoencoder_loss: float
+    diffusion_loss: float
+
+
+def trained_generator(zoo, members: list[int], cfg: GeneratorConfig, folder) -> tuple[WeightGenerator, Record]:
+    """The generator trained on ``members``: loaded from ``folder`` when one with this configuration
+    and these members was saved there, else trained (and saved there when ``folder`` is given)."""
+    record = None if folder is None else folder / "training.json"
+    key = {"config": json.loads(json.dumps(cfg.to_dict())), "members": [int(m) for m in members]}
+    if record is not None and record.exists():
+        saved = json.loads(record.read_text())
+        if {k: saved[k] for k in key} != key:
+            raise SystemExit(f"{folder}: the saved generator was trained with another configuration or members")
+        fields = ("seconds", "autoencoder_loss", "diffusion_loss")
+        return WeightGenerator.load(folder), Record(*(saved[k] for k in fields))
+    trained = train_generator(zoo, members=members, config=cfg, progress=sys.stderr.isatty())
+    out = Record(trained.seconds, trained.autoencoder.loss[-1], trained.diffusion.loss[-1])
+    if folder is not None:
+        trained.generator.save(folder)
+        record.write_text(json.dumps({**key, **out.__dict__}))
+    return trained.generator, out
+
+
 def main() -> None:
     args = zoo_arguments(
         __doc__, "the tiny zoo and small models (minutes)",
         zoo={"default": "mnist1d-conflict", "choices": list(ZOOS)},
         diffusion_epochs={"type": int, "default": 1000, "help": "the conditional denoiser's epochs"},
+        generator={"type": Path, "default": None, "help": "keep the trained generator here and reuse it"},
     )  # fmt: skip
     torch.manual_seed(0)
     path, _ = built(ZOOS[args.zoo] if args.quick else args.zoo, args.zoos)
@@ -353,8 +388,7 @@ def main() -> None:
         cfg = config(args.quick, fine_tuned=zoo.fine_tuned, diffusion_epochs=args.diffusion_epochs)
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
-        trained = train_generator(zoo, members=train_members, config=cfg, progress=sys.stderr.isatty())
-        gen = trained.generator
+        gen, trained = trained_generator(zoo, train_members, cfg, args.generator)
         train_keys = [task_key(h) for h in stored_hparams(zoo, train_members)]
         train_flat = zoo.params(train_members).float()
         if cfg.align:
@@ -369,8 +403,8 @@ def main() -> None:
         rec_acc = zoo.evaluate(rec, train_members[:64])["test_acc"] / zoo.metric("test_acc", train_members[:64])
         rows = task_rows(zoo, tasks, train_flat, train_keys, generated)
         print(f"generator: {len(train_members)} members of {len(tasks.heldin)} tasks; trained in "
-              f"{trained.seconds:.0f} s (autoencoder loss {trained.autoencoder.loss[-1]:.4f}, diffusion loss "
-              f"{trained.diffusion.loss[-1]:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
+              f"{trained.seconds:.0f} s (autoencoder loss {trained.autoencoder_loss:.4f}, diffusion loss "
+              f"{trained.diffusion_loss:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
         print(f"autoencoder reconstruction: test accuracy / original, median {np.median(rec_acc):.3f}\n")
         show_tasks(rows)
         epochs = FINETUNE_EPOCHS
