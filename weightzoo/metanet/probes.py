@@ -6,8 +6,9 @@ runs on a few probe inputs; on INR classification this carries most of the signa
 finds. A neuron's probe values move with the neuron under every hidden-neuron permutation, so
 GMN and DWSNet stay equivariant (and invariant after pooling) with them.
 
-:class:`ProbeFeatures` runs a batch of members of one MLP architecture (Linear layers with
-parameter-free elementwise modules between them: activations, dropout) on ``S`` inputs drawn once
+:class:`ProbeFeatures` runs a batch of members of one MLP layout (Linear layers with
+parameter-free elementwise modules between them: activations, dropout; each member with its own
+activation) on ``S`` inputs drawn once
 from the zoo's task, and returns ``[B, N, S]`` for the ``N`` neurons in graph order (network
 inputs, then each Linear's outputs), standardized per layer with statistics fit on the training
 members. The probe inputs are fixed, not learned as in the paper, so they can be computed
@@ -27,7 +28,7 @@ from ..zoo import archs
 from ..zoo.store import ZooStore
 from .data import Normalizer, ZooMembers, architecture_key
 
-_ELEMENTWISE = (*{cls for cls in archs.ACTIVATIONS.values()}, nn.Dropout)
+_ELEMENTWISE = (*archs.ACTIVATIONS.values(), nn.Dropout)
 
 
 def probe_input(zoo: ZooStore, members: ZooMembers, count: int, normalizer: Normalizer, seed: int = 0) -> dict:
