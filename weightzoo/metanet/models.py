@@ -62,9 +62,11 @@ class LayoutMetanet(Metanet):
         if self.probe is not None:
             self.probe.which(members, source)
 
+    def prepare(self, members: ZooMembers) -> ZooMembers:
+        return with_probe_values(self.probe, members)
+
     def fit_inputs(self, members: ZooMembers) -> None:
-        if self.probe is not None:
-            self.probe.fit(members.flat, self.probe.which(members))
+        fit_probes(self.probe, members)
 
     def forward(self, members: ZooMembers) -> Tensor:
         flat = members.flat[:, : self.layout.size]
@@ -74,7 +76,7 @@ class LayoutMetanet(Metanet):
         return self.net(ws if self.probe is None else self._with_probes(ws, members))
 
     def _with_probes(self, ws: WeightSpace, members: ZooMembers) -> WeightSpace:
-        feats = self.probe(members.flat, self.probe.which(members))
+        feats = probe_features(self.probe, members)
         per_layer = [v.transpose(1, 2) for v in self.probe.layers(feats)]  # [B, S, n_k]
         weights, biases = [], []
         for k, (w, b) in enumerate(zip(ws.weights, ws.biases)):
@@ -138,16 +140,36 @@ class GraphMetanet(Metanet):
             check_same_layout(members, self.probe.layout, "gmn with probes", source)
             self.probe.which(members, source)
 
+    def prepare(self, members: ZooMembers) -> ZooMembers:
+        return with_probe_values(self.probe, members)
+
     def fit_inputs(self, members: ZooMembers) -> None:
-        if self.probe is not None:
-            self.probe.fit(members.flat, self.probe.which(members))
+        fit_probes(self.probe, members)
 
     def forward(self, members: ZooMembers) -> Tensor:
         graphs = self.graphs(members)
-        if self.probe is not None:  # one architecture: each graph's nodes are its neurons in order
-            feats = self.probe(members.flat, self.probe.which(members))
+        if self.probe is not None:  # one layout: each graph's nodes are its neurons in order
+            feats = probe_features(self.probe, members)
             graphs.x = torch.cat([graphs.x, feats.reshape(-1, feats.shape[-1])], dim=1)
         return self.net(graphs)
+
+
+def with_probe_values(probe: ProbeFeatures | None, members: ZooMembers) -> ZooMembers:
+    """``members`` with their raw probe values in ``extras["probes"]``, computed once per batch."""
+    if probe is None:
+        return members
+    return replace(members, extras={**members.extras, "probes": probe.values(members)})
+
+
+def fit_probes(probe: ProbeFeatures | None, members: ZooMembers) -> None:
+    if probe is not None:
+        probe.fit(members.flat, probe.which(members))
+
+
+def probe_features(probe: ProbeFeatures, members: ZooMembers) -> Tensor:
+    """Standardized ``[B, N, S]``: from the values ``prepare`` stored, else computed now."""
+    values = members.extras.get("probes")
+    return probe(members.flat, probe.which(members)) if values is None else probe.standardize(values)
 
 
 def graph_dims(members: ZooMembers, cache: dict | None = None) -> tuple[int, int]:
@@ -169,7 +191,6 @@ class ModelKind:
     describe: Callable[[ZooMembers, str], dict]  # training members -> input description (JSON)
     build: Callable[[dict, dict, int], Metanet]  # (args, input description, out_features) -> model
     mixed: bool = False  # accepts zoos whose members differ in architecture
-    probes: bool = False  # takes probe features (model argument ``probes``, see :mod:`.probes`)
 
 
 def _one_layout(name: str) -> Callable[[ZooMembers, str], dict]:
@@ -251,9 +272,8 @@ MODEL_KINDS: dict[str, ModelKind] = {
             {"hidden_channels": 16, "depth": 3, "dropout": 0.0, "probes": 0},
             _describe_dws,
             _build_dws,
-            probes=True,
         ),
-        ModelKind("gmn", {"hidden": 64, "layers": 4, "probes": 0}, _describe_gmn, _build_gmn, mixed=True, probes=True),
+        ModelKind("gmn", {"hidden": 64, "layers": 4, "probes": 0}, _describe_gmn, _build_gmn, mixed=True),
     )
 }
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..errors import SpecError, StoreError
 from ..zoo import archs
 from ..zoo.store import ZooStore
+from ..zoo.train.network import BatchedNet
 from .data import Normalizer, ZooMembers, architecture_key
 
 _ELEMENTWISE = (*archs.ACTIVATIONS.values(), nn.Dropout)
@@ -72,7 +73,7 @@ class ProbeFeatures(nn.Module):
         super().__init__()
         self.keys = [architecture_key(a) for a in info["architectures"]]
         self.layout = archs.describe(info["architectures"][0])[1]
-        self.steps = [self.check(a) for a in info["architectures"]]
+        self.nets = [BatchedNet(a, self.check(a), self.layout) for a in info["architectures"]]
         self.register_buffer("points", torch.tensor(info["points"], dtype=torch.float32))
         self.register_buffer("shift", torch.tensor(info["shift"], dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(info["scale"], dtype=torch.float32))
@@ -86,16 +87,16 @@ class ProbeFeatures(nn.Module):
         return self.points.shape[0]
 
     @staticmethod
-    def check(architecture: dict) -> list[nn.Module]:
-        """The modules of an MLP architecture in order, or SpecError naming the first other layer."""
-        steps = list(archs.build_module(architecture).children())
-        for i, m in enumerate(steps):
+    def check(architecture: dict) -> nn.Sequential:
+        """The module of an MLP architecture, or SpecError naming the first other layer."""
+        module = archs.build_module(architecture)
+        for i, m in enumerate(module.children()):
             if not isinstance(m, (nn.Linear, *_ELEMENTWISE)):
                 raise SpecError(
                     f"probe features take MLPs (Linear layers and elementwise activations); layer {i} of this "
                     f"architecture is {m.__class__.__name__}: train without probes"
                 )
-        return steps
+        return module
 
     def which(self, members: ZooMembers, source: str = "members") -> Tensor:
         """Each member's index into the architectures the probes were built for, or SpecError."""
@@ -114,26 +115,25 @@ class ProbeFeatures(nn.Module):
         """Un-standardized neuron values per layer, each ``[B, S, n_k]``, from normalized ``flat``;
         member ``b`` runs with the activations of architecture ``which[b]``."""
         params = self.layout.unflatten(flat[:, : self.layout.size] * self.scale + self.shift)
-        values = [flat.new_empty(len(flat), self.count, n) for n in self.sizes]
+        values = [self.points.expand(len(flat), *self.points.shape)]
+        values += [flat.new_empty(len(flat), self.count, n) for n in self.sizes[1:]]
         for a in which.unique().tolist():
             rows = (which == a).nonzero().squeeze(1).to(flat.device)
-            for k, v in enumerate(self._run(self.steps[a], {n: t[rows] for n, t in params.items()})):
-                values[k][rows] = v
+            trace: list[Tensor] = []  # each dense layer's values, [members, n_k, S]
+            self.nets[a].shared({n: t[rows] for n, t in params.items()}, self.points, trace=trace)
+            for k, v in enumerate(trace, start=1):
+                values[k][rows] = v.transpose(1, 2)
         return values
 
-    def _run(self, steps: list[nn.Module], params: dict[str, Tensor]) -> list[Tensor]:
-        h = self.points.expand(len(next(iter(params.values()))), *self.points.shape)
-        values, dense = [h], iter(self.layout.dense_layers())
-        for m in steps:
-            if isinstance(m, nn.Linear):
-                w, b = next(dense)
-                h = h @ params[w.name].transpose(1, 2)
-                h = h + params[b.name][:, None] if b is not None else h
-                values.append(h)
-            elif not isinstance(m, nn.Dropout):  # dropout is the identity in eval mode
-                h = m(h)
-                values[-1] = h  # a neuron's value is taken after its activation
-        return values
+    def values(self, members: ZooMembers) -> Tensor:
+        """Un-standardized ``[B, N, S]`` of ``members``, what :meth:`standardize` takes."""
+        return torch.cat([v.transpose(1, 2) for v in self.raw(members.flat, self.which(members))], dim=1)
+
+    def standardize(self, values: Tensor) -> Tensor:
+        """``[B, N, S]`` values with each layer's training mean and std taken out."""
+        sizes = torch.tensor(self.sizes, device=values.device)
+        mean, std = (t.repeat_interleave(sizes)[:, None] for t in (self.mean, self.std))
+        return (values - mean) / std
 
     def fit(self, flat: Tensor, which: Tensor) -> None:
         """Per-layer mean and std of the neuron values of the training members ``flat``."""
@@ -142,8 +142,8 @@ class ProbeFeatures(nn.Module):
             self.std[k] = v.std().clamp_min(1e-6) if v.numel() > 1 else 1.0
 
     def forward(self, flat: Tensor, which: Tensor) -> Tensor:
-        parts = [((v - self.mean[k]) / self.std[k]).transpose(1, 2) for k, v in enumerate(self.raw(flat, which))]
-        return torch.cat(parts, dim=1)  # [B, N, S]
+        """Standardized ``[B, N, S]`` of normalized ``flat``, member ``b`` of architecture ``which[b]``."""
+        return self.standardize(torch.cat([v.transpose(1, 2) for v in self.raw(flat, which)], dim=1))
 
     def layers(self, feats: Tensor) -> list[Tensor]:
         """``forward``'s output split per layer: ``[B, n_k, S]`` each."""

@@ -86,7 +86,7 @@ def train_metanet(
     raw = {name: load_members(zoo, idx, task, task.epoch) for name, idx in parts.items() if len(idx)}
     info = kind.describe(raw["train"], str(zoo.path))
     normalizer = Normalizer.fit(raw["train"])
-    if kind.probes and model_args.get("probes"):
+    if "probes" in kind.defaults and model_args.get("probes"):  # models that take probe features
         info["probe"] = probe_input(zoo, raw["train"], int(model_args["probes"]), normalizer, split.seed)
     target = _target_stats(task, raw["train"].targets)
 

@@ -122,37 +122,60 @@ class BatchedNet:
         self.sites = sum(layer.site >= 0 for layer in self.layers)
         self.first_dense = next(i for i, layer in enumerate(self.layers) if layer.spec["type"] in _DENSE)
 
-    def __call__(self, params: Mapping[str, Tensor], x: Tensor, drop: Dropout | None = None) -> Tensor:
-        """``x`` is ``[n, batch, *input]``; ``drop`` is None in eval mode."""
+    def __call__(
+        self, params: Mapping[str, Tensor], x: Tensor, drop: Dropout | None = None, trace: list[Tensor] | None = None
+    ) -> Tensor:
+        """``x`` is ``[n, batch, *input]``; ``drop`` is None in eval mode. With a list ``trace``, each
+        dense layer's neuron values (after its activation, if one follows) are appended to it."""
         n, b = x.shape[:2]
         x = shape_input(self.arch, x, 2)
         if self.arch["layers"][0]["type"] in _SPATIAL:
-            return self._run(x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:]), True, 0, params, drop)
-        return self._run(x.reshape(n, b, -1).transpose(1, 2), False, 0, params, drop)
+            h = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])
+            return self._run(h, True, 0, params, drop, trace)
+        return self._run(x.reshape(n, b, -1).transpose(1, 2), False, 0, params, drop, trace)
 
-    def shared(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    def shared(self, params: Mapping[str, Tensor], x: Tensor, trace: list[Tensor] | None = None) -> Tensor:
         """Eval-mode outputs ``[n, out, batch]`` for inputs ``[batch, *input]`` that every member sees:
-        the first dense layer is one matmul (or ungrouped convolution) for the whole group."""
+        the first dense layer is one matmul (or ungrouped convolution) for the whole group.
+        ``trace`` as in ``__call__``."""
         first = self.layers[self.first_dense]
         w = params[first.names[0]]
         if any(layer.spec["type"] != "flatten" for layer in self.layers[: self.first_dense]):
-            return self(params, x.expand(w.shape[0], *x.shape))
+            return self(params, x.expand(w.shape[0], *x.shape), trace=trace)
         b = params[first.names[1]] if len(first.names) > 1 else None
         x = shape_input(self.arch, x, 1)
         if first.spec["type"] == "linear":
             h = torch.mm(w.reshape(-1, w.shape[-1]), x.reshape(len(x), -1).t()).view(*w.shape[:2], len(x))
-            return self._run(h if b is None else h + b.unsqueeze(-1), False, self.first_dense + 1, params, None)
-        h = _conv(first, x, w, b, groups=1)
-        return self._run(h, True, self.first_dense + 1, params, None)
+            h, spatial = (h if b is None else h + b.unsqueeze(-1)), False
+        else:
+            h, spatial = _conv(first, x, w, b, groups=1), True
+        if trace is not None:
+            trace.append(h)
+        return self._run(h, spatial, self.first_dense + 1, params, None, trace)
 
-    def _run(self, h: Tensor, spatial: bool, start: int, params: Mapping[str, Tensor], drop: Dropout | None) -> Tensor:
+    def _run(
+        self,
+        h: Tensor,
+        spatial: bool,
+        start: int,
+        params: Mapping[str, Tensor],
+        drop: Dropout | None,
+        trace: list[Tensor] | None = None,
+    ) -> Tensor:
         """Layers ``start:`` on ``h`` (``[n, features, batch]``, or ``[batch, n * C, *S]`` if ``spatial``)."""
         n = params[self.layers[self.first_dense].names[0]].shape[0]
-        h, spatial = self._apply(self.layers[start:], h, spatial, n, params, drop)
+        h, spatial = self._apply(self.layers[start:], h, spatial, n, params, drop, trace)
         return _to_features(h, n) if spatial else h
 
     def _apply(
-        self, layers, h: Tensor, spatial: bool, n: int, params: Mapping[str, Tensor], drop: Dropout | None
+        self,
+        layers,
+        h: Tensor,
+        spatial: bool,
+        n: int,
+        params: Mapping[str, Tensor],
+        drop: Dropout | None,
+        trace: list[Tensor] | None = None,
     ) -> tuple[Tensor, bool]:
         for layer in layers:
             kind = layer.spec["type"]
@@ -176,6 +199,10 @@ class BatchedNet:
                 h = h + self._apply(layer.inner, h, False, n, params, None)[0]
             if drop is not None and layer.site >= 0:
                 h = h * _batched_dropout(h, spatial, drop, layer.site)
+            if trace is not None and kind in _DENSE:
+                trace.append(h)
+            elif trace is not None and kind == "act" and trace:
+                trace[-1] = h  # a neuron's value is taken after its activation
         return h, spatial
 
 
