@@ -21,8 +21,8 @@ Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (2x
 10% of the data, so it takes 20% of the steps), best epoch on validation loss, patience 10. Each
 is trained once without augmentation and once per entry of ``AUGMENTS``; the augmented figure is
 the candidate with the best validation score. Results are appended as each run
-finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs recorded there
-(delete it to start afresh). The last line printed is one JSON object.
+finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs recorded there with
+the same model arguments (delete it to start afresh). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def key(prefix: str, model: str, fraction: float, aug: bool) -> str:
 
 
 def _run_key(row: dict) -> tuple:
-    return row["zoo"], row["model"], row["fraction"], row["augment"]
+    """What a recorded run is reused for: the same zoo, model and arguments, data and augmentation."""
+    return row["zoo"], row["model"], json.dumps(row.get("args"), sort_keys=True), row["fraction"], row["augment"]
 
 
 def record(path: Path, name: str, task: str, label: str, options: TrainOptions, split: SplitSpec, fraction: float):
@@ -91,7 +92,7 @@ def record(path: Path, name: str, task: str, label: str, options: TrainOptions, 
     run = train_metanet(path, task, model, options=options, split=split, model_args=args)
     scores, hist = run.config["scores"], run.config["history"]
     return {
-        "zoo": name, "model": label, "fraction": fraction, "augment": options.augment or "none",
+        "zoo": name, "model": label, "args": args, "fraction": fraction, "augment": options.augment or "none",
         "val": headline(scores["val"]), "test": headline(scores["test"]),
         "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
         "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
@@ -146,7 +147,8 @@ def main() -> None:
                     continue
                 best = None
                 for augment in [None, *([] if model in REFERENCES else AUGMENTS[name])]:
-                    row = done.get((name, model, fraction, augment or "none"))
+                    model_args = json.dumps(model_and_args(name, model)[1], sort_keys=True)
+                    row = done.get((name, model, model_args, fraction, augment or "none"))
                     if row is None:
                         row = record(path, name, task, model, replace(options, augment=augment), split, fraction)
                         with out_file.open("a") as f:
