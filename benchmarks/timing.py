@@ -19,6 +19,21 @@ def timed(fn: Callable[[], object], repeats: int, *, warmup: bool = False) -> fl
     return statistics.median(times)
 
 
+def timed_rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each of ``fns``, timed in ``repeats`` interleaved rounds (one call of
+    each per round, after one untimed call of each), so drift in the machine's speed over the run
+    (warm-up, other load) falls on every entry alike instead of on whichever runs first."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def saved_bytes(fn: Callable[[], object]) -> int:
     """Bytes of the tensors autograd keeps for backward while ``fn`` runs (counted by storage)."""
     import torch
