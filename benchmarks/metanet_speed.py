@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable
 
 import torch
-from timing import saved_bytes, timed_rounds
+from timing import saved_bytes, timed, timed_rounds
 from zoos import built, zoo_arguments
 
 from weightzoo.metanet.dws import DWSNet
@@ -114,16 +114,17 @@ def main() -> None:
     out["gmn_memory_ratio"] = round(rows[leanest][1] / rows["sparse"][1], 3)
     print(f"fastest: {fastest} ({out['gmn_speedup']}x); leanest: {leanest} ({out['gmn_memory_ratio']}x memory)")
     lean = [k for k in rows if rows[k][1] <= rows["sparse"][1] / 3]  # issue 14's targets hold at once
-    both = max(lean, key=lambda k: rows[k][0])
-    out["gmn_lean_variant"], out["gmn_lean_speedup"] = both, round(rows[both][0] / rows["sparse"][0], 2)
-    out["gmn_lean_memory_ratio"] = round(rows[both][1] / rows["sparse"][1], 3)
+    both = max(lean, key=lambda k: rows[k][0], default=None)  # a tiny --quick graph may have none
+    out["gmn_lean_variant"] = both
+    out["gmn_lean_speedup"] = both and round(rows[both][0] / rows["sparse"][0], 2)
+    out["gmn_lean_memory_ratio"] = both and round(rows[both][1] / rows["sparse"][1], 3)
     print(f"fastest within 1/3 of the memory: {both} ({out['gmn_lean_speedup']}x, "
           f"{out['gmn_lean_memory_ratio']}x memory)")  # fmt: skip
 
     torch.manual_seed(0)
     dws = DWSNet(layout, hidden_channels=16, depth=3, out_features=1)
     space = WeightSpace.from_flat(flat, layout)
-    out["dws_members_per_s"] = round(BATCH / timed_rounds({"dws": training_step(dws, space)}, repeats)["dws"], 1)
+    out["dws_members_per_s"] = round(BATCH / timed(training_step(dws, space), repeats, warmup=True), 1)
     print(f"\nDWSNet hidden 16, depth 3: {out['dws_members_per_s']:.1f} members/s; where one step's time goes:")
     for op, share in top_ops(dws, space):
         print(f"  {op:<40}{share:>7.1%}")

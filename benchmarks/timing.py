@@ -9,23 +9,18 @@ from collections.abc import Callable
 
 def timed(fn: Callable[[], object], repeats: int, *, warmup: bool = False) -> float:
     """Median wall time of ``repeats`` calls, after one untimed call if ``warmup``."""
+    return timed_rounds({None: fn}, repeats, warmup=warmup)[None]
+
+
+def timed_rounds(fns: dict, repeats: int, *, warmup: bool = True) -> dict:
+    """Median wall time of each of ``fns`` (a dict of callables), timed in ``repeats`` interleaved
+    rounds (one call of each per round, after one untimed call of each if ``warmup``), so drift in
+    the machine's speed over the run (warm-up, other load) falls on every entry alike instead of on
+    whichever runs first."""
     if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def timed_rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each of ``fns``, timed in ``repeats`` interleaved rounds (one call of
-    each per round, after one untimed call of each), so drift in the machine's speed over the run
-    (warm-up, other load) falls on every entry alike instead of on whichever runs first."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+        for fn in fns.values():
+            fn()
+    times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t = time.perf_counter()

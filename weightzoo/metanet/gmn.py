@@ -10,7 +10,9 @@ every relabelling of the graph's nodes that preserves them: the hidden-neuron pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -323,18 +325,10 @@ class GMN(nn.Module):
         x = self.node_in(data.x) + sum(emb(data[k]) for k, emb in self.node_embed.items())
         grids = graph_grids(data) if self.dense else None
         e = self._embed_edges(data, grids)
-        compiled = self.__dict__.get("_compiled_layer") if grids is not None else None
-        recompute = self.recompute and torch.is_grad_enabled()
-        for i in range(len(self.convs)):
-            if compiled is not None and recompute:  # the partitioner decides what to recompute
-                with functorch_config.patch(activation_memory_budget=RECOMPUTE_MEMORY_BUDGET):
-                    x, e = compiled[True](i, x, edge_index, e, grids)
-            elif compiled is not None:
-                x, e = compiled[False](i, x, edge_index, e, grids)
-            elif recompute:  # keep only each layer's inputs for backward
-                x, e = checkpoint(self._layer, i, x, edge_index, e, grids, use_reentrant=False)
-            else:
-                x, e = self._layer(i, x, edge_index, e, grids)
+        layer, budget = self._layer_runner(grids is not None)
+        with budget:
+            for i in range(len(self.convs)):
+                x, e = layer(i, x, edge_index, e, grids)
         if self.readout == "node":
             return self.head(x)
         if self.readout == "edge":
@@ -351,6 +345,19 @@ class GMN(nn.Module):
         side = 2 * batch + (data.node_type == NodeType.OUTPUT).long()
         fixed = scatter(self.fixed_weight(data.node_pos) * x, side, dim=0, dim_size=2 * graphs, reduce="sum")
         return self.head(torch.cat([*pooled, fixed.reshape(graphs, -1)], dim=-1))
+
+    def _layer_runner(self, on_grids: bool) -> tuple[Callable, AbstractContextManager]:
+        """How this forward runs each layer, and the context to run them in: compiled (on grid
+        blocks; with recompute, the partitioner keeps :data:`RECOMPUTE_MEMORY_BUDGET` of the
+        activations), checkpointed (only each layer's inputs kept for backward) or plainly."""
+        recompute = self.recompute and torch.is_grad_enabled()
+        compiled = self.__dict__.get("_compiled_layer") if on_grids else None
+        if compiled is not None:
+            budget = functorch_config.patch(activation_memory_budget=RECOMPUTE_MEMORY_BUDGET) if recompute else None
+            return compiled[recompute], budget or nullcontext()
+        if recompute:
+            return functools.partial(checkpoint, self._layer, use_reentrant=False), nullcontext()
+        return self._layer, nullcontext()
 
     def _layer(
         self, i: int, x: Tensor, edge_index: Tensor, e: Tensor | list[Tensor], grids: GraphGrids | None
