@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import torch
-from timing import timed
+from timing import timed, training_step
 from zoos import built, zoo_arguments
 
 from weightzoo.metanet.augment import AugmentError, parse
@@ -37,16 +37,7 @@ def dws_step_rate(flat: torch.Tensor, layout) -> float:
     """Members/s of one DWSNet forward + backward + AdamW step on batches of ``BATCH``."""
     torch.manual_seed(0)
     net = DWSNet(layout, hidden_channels=32, depth=4, out_features=1)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    batch = flat[:BATCH]
-
-    def step() -> None:
-        loss = net(WeightSpace.from_flat(batch, layout)).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return BATCH / timed(step, 5, warmup=True)
+    return BATCH / timed(training_step(net, WeightSpace.from_flat(flat[:BATCH], layout)), 5, warmup=True)
 
 
 def report(name: str, path: Path, figures: dict, quick: bool) -> None:

@@ -25,10 +25,9 @@ Zoos are built on first use into ``--zoos`` (``--quick``: the ``tiny-`` spec). L
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import torch
-from timing import saved_bytes, timed, timed_rounds
+from timing import saved_bytes, timed, timed_rounds, training_step
 from zoos import built, zoo_arguments
 
 from weightzoo.metanet.dws import DWSNet
@@ -46,19 +45,6 @@ VARIANTS = {
     "dense+compile": {"compile": True},
     "dense+compile+recompute": {"compile": True, "recompute": True},
 }
-
-
-def training_step(net: torch.nn.Module, inputs) -> Callable[[], None]:
-    """One step of forward + backward + AdamW on ``inputs``."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-
-    def step() -> None:
-        loss = net(inputs).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def bytes_per_graph(net: torch.nn.Module, graphs) -> float:
