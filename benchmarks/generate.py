@@ -84,7 +84,10 @@ FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo'
 def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000) -> GeneratorConfig:
     """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
     Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
-    other by far less than their weights' spread (per-parameter standardization)."""
+    other by far less than their weights' spread (per-parameter standardization). The denoiser is
+    256 wide and 4 deep: on mnist1d-conflict-many at 200 diffusion epochs, 128 x 3 ended at diffusion
+    loss 0.23 with held-in members at 0.78 of the zoo median, 256 x 4 at 0.12 and 0.89 (held-out
+    0.72 and 0.69)."""
     align, normalize = not fine_tuned, "parameter" if fine_tuned else "layer"
     if quick:
         return GeneratorConfig(
@@ -97,7 +100,7 @@ def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000) -> Gener
         )  # fmt: skip
     return GeneratorConfig(
         align=align, normalize=normalize, chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
-        diffusion=DiffusionConfig(d_model=128, depth=3, prediction_type="sample"),
+        diffusion=DiffusionConfig(d_model=256, depth=4, prediction_type="sample"),
         encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
         autoencoder_fit=FitOptions(epochs=100, batch_size=32),
         diffusion_fit=FitOptions(epochs=diffusion_epochs, batch_size=64),
