@@ -1,13 +1,14 @@
 """Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
-    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000] [--generator DIR]
+    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000] [--generator DIR] [--seed 0]
                                   [--zoo mnist1d-conflict|mnist1d-conflict-ft|mnist1d-conflict-many]
 
 ``--generator DIR`` keeps the trained generator: the first run trains it and saves it (and its
 training record, ``training.json``) there; later runs with the same zoo and options load it and
 skip training, so sampling and evaluation can be compared without retraining. A saved generator
-whose configuration differs from this run's is refused.
+whose configuration differs from this run's is refused. ``--seed S`` seeds the generators' training
+(batches, noise, initialization; default 0), for repeats of one configuration.
 
 The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
 in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
@@ -81,7 +82,7 @@ MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly space
 FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo's own training length)
 
 
-def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000) -> GeneratorConfig:
+def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000, seed: int = 0) -> GeneratorConfig:
     """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
     Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
     other by far less than their weights' spread (per-parameter standardization). The denoiser is
@@ -95,15 +96,16 @@ def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000) -> Gener
             chunk=32, autoencoder=AutoencoderConfig(d_model=32, latent_dim=32, depth=1),
             diffusion=DiffusionConfig(d_model=32, depth=1, prediction_type="sample"),
             encoder=EncoderConfig(d_model=32, depth=1, per_class=4),
-            autoencoder_fit=FitOptions(epochs=20, batch_size=16), diffusion_fit=FitOptions(epochs=40, batch_size=16),
+            autoencoder_fit=FitOptions(epochs=20, batch_size=16, seed=seed),
+            diffusion_fit=FitOptions(epochs=40, batch_size=16, seed=seed),
             steps=20,
         )  # fmt: skip
     return GeneratorConfig(
         align=align, normalize=normalize, chunk=64, autoencoder=AutoencoderConfig(d_model=128, latent_dim=64, depth=2),
         diffusion=DiffusionConfig(d_model=256, depth=4, prediction_type="sample"),
         encoder=EncoderConfig(d_model=64, depth=2, per_class=10),
-        autoencoder_fit=FitOptions(epochs=100, batch_size=32),
-        diffusion_fit=FitOptions(epochs=diffusion_epochs, batch_size=64),
+        autoencoder_fit=FitOptions(epochs=100, batch_size=32, seed=seed),
+        diffusion_fit=FitOptions(epochs=diffusion_epochs, batch_size=64, seed=seed),
         contrastive_epochs=100, steps=50,
     )  # fmt: skip
 
@@ -112,8 +114,8 @@ def pdiff_config(cfg: GeneratorConfig, quick: bool) -> GeneratorConfig:
     """Unconditional, on one task's 16 members: one batch an epoch, so epochs are steps."""
     steps = 40 if quick else 3000
     return replace(
-        cfg, condition="none", autoencoder_fit=FitOptions(epochs=steps // 10, batch_size=16),
-        diffusion_fit=FitOptions(epochs=steps, batch_size=16),
+        cfg, condition="none", autoencoder_fit=replace(cfg.autoencoder_fit, epochs=steps // 10, batch_size=16),
+        diffusion_fit=replace(cfg.diffusion_fit, epochs=steps, batch_size=16),
     )  # fmt: skip
 
 
@@ -382,13 +384,14 @@ def main() -> None:
         zoo={"default": "mnist1d-conflict", "choices": list(ZOOS)},
         diffusion_epochs={"type": int, "default": 1000, "help": "the conditional denoiser's epochs"},
         generator={"type": Path, "default": None, "help": "keep the trained generator here and reuse it"},
+        seed={"type": int, "default": 0, "help": "the generators' training seed"},
     )  # fmt: skip
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     path, _ = built(ZOOS[args.zoo] if args.quick else args.zoo, args.zoos)
     result: dict = {"zoo": args.zoo, "quick": args.quick, "torch": torch.__version__}
-    result["threads"], result["diffusion_epochs"] = torch.get_num_threads(), args.diffusion_epochs
+    result |= {"threads": torch.get_num_threads(), "diffusion_epochs": args.diffusion_epochs, "seed": args.seed}
     with open_zoo(path) as zoo:
-        cfg = config(args.quick, fine_tuned=zoo.fine_tuned, diffusion_epochs=args.diffusion_epochs)
+        cfg = config(args.quick, zoo.fine_tuned, args.diffusion_epochs, args.seed)
         tasks = Tasks.of(zoo)
         train_members = tasks.training_members()
         gen, trained = trained_generator(zoo, train_members, cfg, args.generator)

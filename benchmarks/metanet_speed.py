@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 
 import torch
-from timing import saved_bytes, timed, timed_rounds, training_step
+from timing import saved_bytes, steady_allocator, timed, timed_rounds, training_step
 from zoos import built, zoo_arguments
 
 from weightzoo.metanet.dws import DWSNet
@@ -68,6 +68,38 @@ def top_ops(net: torch.nn.Module, inputs, count: int = 6) -> list[tuple[str, flo
     return [(e.key, e.self_cpu_time_total / total) for e in events[:count]]
 
 
+def report(title: str, rates: dict[str, float], alone: float, sizes: dict, diffs: dict, prefix: str) -> dict:
+    """Print one table of members/s (against the edge list), memory and output differences, with
+    the fastest variant, the fastest within a third of the memory, and the edge list timed alone;
+    return their JSON entries (keys ``gmn_{prefix}...``)."""
+    print(f"\n{title}")
+    print(f"{'variant':<26}{'members/s':>10}{'speed-up':>10}{'KiB/graph':>11}{'memory':>8}{'max |diff|':>12}")
+    out, base_rate, base_size = {}, rates["sparse"], sizes["sparse"]
+    for name, rate in rates.items():
+        print(f"{name:<26}{rate:>10.1f}{rate / base_rate:>9.2f}x{sizes[name] / 1024:>11.1f}"
+              f"{sizes[name] / base_size:>7.2f}x{diffs[name]:>12.2e}")  # fmt: skip
+        key = name.replace("+", "_")
+        out[f"gmn_{prefix}{key}_members_per_s"] = round(rate, 1)
+    fastest = max(rates, key=rates.get)
+    out[f"gmn_{prefix}members_per_s"] = round(rates[fastest], 1)
+    out[f"gmn_{prefix}speedup"] = round(rates[fastest] / base_rate, 2)
+    lean = [k for k in rates if sizes[k] <= base_size / 3]  # issue 14's targets hold at once
+    both = max(lean, key=rates.get, default=None)  # a tiny --quick graph may have none
+    out[f"gmn_{prefix}lean_variant"] = both
+    out[f"gmn_{prefix}lean_speedup"] = both and round(rates[both] / base_rate, 2)
+    out[f"gmn_{prefix}sparse_alone_members_per_s"] = round(alone, 1)
+    out[f"gmn_{prefix}lean_speedup_vs_alone"] = both and round(rates[both] / alone, 2)
+    print(f"fastest: {fastest} ({out[f'gmn_{prefix}speedup']}x); fastest within 1/3 of the memory: {both} "
+          f"({out[f'gmn_{prefix}lean_speedup']}x)")  # fmt: skip
+    lean_vs_alone = f"; {both} is {out[f'gmn_{prefix}lean_speedup_vs_alone']}x that" if both else ""
+    print(f"sparse timed alone: {alone:.1f} members/s ({base_rate:.1f} interleaved){lean_vs_alone}")
+    return out
+
+
+def members_per_s(steps: dict, repeats: int) -> dict[str, float]:
+    return {name: BATCH / seconds for name, seconds in timed_rounds(steps, repeats).items()}
+
+
 def main() -> None:
     args = zoo_arguments(__doc__, "the tiny- zoo, 3 timings per variant instead of 7")
     repeats = 3 if args.quick else 7
@@ -77,7 +109,6 @@ def main() -> None:
     graphs = build_graphs(flat, [layout] * BATCH)
     print(f"GMN hidden 32, 4 layers; {BATCH} graphs of {graphs.num_nodes // BATCH} nodes, "
           f"{graphs.num_edges // BATCH:,} edges")  # fmt: skip
-    print(f"{'variant':<26}{'members/s':>10}{'speed-up':>10}{'KiB/graph':>11}{'memory':>8}{'max |diff|':>12}")
     nets, outputs = {}, {}
     for name, options in VARIANTS.items():
         torch.manual_seed(0)
@@ -86,34 +117,16 @@ def main() -> None:
             outputs[name] = nets[name](graphs)
         if name == "sparse":  # also timed first and alone, before any other variant has run
             alone = BATCH / timed(training_step(nets[name], graphs), repeats, warmup=True)
-    seconds = timed_rounds({name: training_step(net, graphs) for name, net in nets.items()}, repeats)
-    rows, out = {}, {}
-    for name, net in nets.items():
-        rate, size = BATCH / seconds[name], bytes_per_graph(net, graphs)
-        rows[name] = (rate, size)
-        base_rate, base_size = rows["sparse"]
-        diff = (outputs[name] - outputs["sparse"]).abs().max().item()
-        speed, memory = rate / base_rate, size / base_size
-        print(f"{name:<26}{rate:>10.1f}{speed:>9.2f}x{size / 1024:>11.1f}{memory:>7.2f}x{diff:>12.2e}")
-        key = name.replace("+", "_")
-        out[f"gmn_{key}_members_per_s"], out[f"gmn_{key}_bytes_per_graph"] = round(rate, 1), round(size)
-    fastest = max(rows, key=lambda k: rows[k][0])
-    leanest = min(rows, key=lambda k: rows[k][1])
-    out["gmn_members_per_s"], out["gmn_bytes_per_graph"] = round(rows[fastest][0], 1), round(rows[leanest][1])
-    out["gmn_speedup"] = round(rows[fastest][0] / rows["sparse"][0], 2)
-    out["gmn_memory_ratio"] = round(rows[leanest][1] / rows["sparse"][1], 3)
-    print(f"fastest: {fastest} ({out['gmn_speedup']}x); leanest: {leanest} ({out['gmn_memory_ratio']}x memory)")
-    lean = [k for k in rows if rows[k][1] <= rows["sparse"][1] / 3]  # issue 14's targets hold at once
-    both = max(lean, key=lambda k: rows[k][0], default=None)  # a tiny --quick graph may have none
-    out["gmn_lean_variant"] = both
-    out["gmn_lean_speedup"] = both and round(rows[both][0] / rows["sparse"][0], 2)
-    out["gmn_lean_memory_ratio"] = both and round(rows[both][1] / rows["sparse"][1], 3)
-    print(f"fastest within 1/3 of the memory: {both} ({out['gmn_lean_speedup']}x, "
-          f"{out['gmn_lean_memory_ratio']}x memory)")  # fmt: skip
-    out["gmn_sparse_alone_members_per_s"] = round(alone, 1)
-    out["gmn_lean_speedup_vs_alone"] = both and round(rows[both][0] / alone, 2)
-    lean_vs_alone = f"; {both} is {out['gmn_lean_speedup_vs_alone']}x that" if both else ""
-    print(f"sparse timed first and alone: {alone:.1f} members/s ({rows['sparse'][0]:.1f} interleaved){lean_vs_alone}")
+    steps = {name: training_step(net, graphs) for name, net in nets.items()}
+    rates = members_per_s(steps, repeats)
+    sizes = {name: bytes_per_graph(net, graphs) for name, net in nets.items()}
+    diffs = {name: (outputs[name] - outputs["sparse"]).abs().max().item() for name in nets}
+    out = report("default allocator", rates, alone, sizes, diffs, prefix="")
+    out |= {f"gmn_{name.replace('+', '_')}_bytes_per_graph": round(size) for name, size in sizes.items()}
+    out["gmn_bytes_per_graph"] = round(min(sizes.values()))
+    out["gmn_memory_ratio"] = round(min(sizes.values()) / sizes["sparse"], 3)
+    lean = out["gmn_lean_variant"]
+    out["gmn_lean_memory_ratio"] = lean and round(sizes[lean] / sizes["sparse"], 3)
 
     torch.manual_seed(0)
     dws = DWSNet(layout, hidden_channels=16, depth=3, out_features=1)
@@ -122,6 +135,11 @@ def main() -> None:
     print(f"\nDWSNet hidden 16, depth 3: {out['dws_members_per_s']:.1f} members/s; where one step's time goes:")
     for op, share in top_ops(dws, space):
         print(f"  {op:<40}{share:>7.1%}")
+
+    if steady_allocator():  # last: it cannot be undone
+        alone = BATCH / timed(steps["sparse"], repeats, warmup=True)
+        out |= report("steady allocator (freed memory kept, see timing.steady_allocator)",
+                      members_per_s(steps, repeats), alone, sizes, diffs, prefix="steady_")  # fmt: skip
     print(json.dumps(out))
 
 

@@ -58,3 +58,21 @@ def training_step(net, inputs) -> Callable[[], None]:
         opt.step()
 
     return step
+
+
+def steady_allocator() -> bool:
+    """Make glibc's malloc keep freed memory in the process (no mmap per large block, no trimming),
+    so a large tensor reuses pages instead of faulting fresh zeroed ones in on every allocation.
+    By default blocks above the dynamic mmap threshold (at most 32 MiB) are mapped and unmapped on
+    each use, and what the threshold is depends on the process's history. Returns False where the
+    C library is not glibc (nothing changes)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
