@@ -30,8 +30,9 @@ Stages, all in one run:
    mapped to the same outputs), and an oracle recombination told the task's class -> output map
    (each output's head row from training members with the same pair; see :func:`composed`);
 3. held-out tasks: fine-tuning from generated weights, random init, the zoo's base (fine-tuned
-   zoos) and the training mean, with each task member's own training setup, for 20 epochs:
-   epochs until the task's zoo median;
+   zoos) and the training mean, with each task member's own training setup, for 40 epochs:
+   epochs until the task's zoo median (twice the zoo's own training length, so random init
+   arrives too: a 20-epoch budget left a quarter of the random starts censored at 21);
 4. memorization: each generated member's distance to its nearest training member after weight
    matching, and their prediction agreement, beside two independently trained members of one task
    and a training member plus noise of the generated spread;
@@ -79,7 +80,7 @@ ZOOS = {"mnist1d-conflict": "tiny-mnist1d-conflict", "mnist1d-conflict-ft": "tin
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
 MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly spaced; all held-out ones are)
-FINETUNE_EPOCHS = 20  # budget of every fine-tuning start (the from-scratch zoo's own training length)
+FINETUNE_EPOCHS = 40  # budget of every fine-tuning start (twice a from-scratch member's training length)
 
 
 def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000, seed: int = 0) -> GeneratorConfig:
