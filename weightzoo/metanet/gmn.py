@@ -245,9 +245,9 @@ class GMN(nn.Module):
     and norms) through ``torch.compile``, and with ``recompute`` too, the compiler's partitioner
     keeps a :data:`RECOMPUTE_MEMORY_BUDGET` share of the layer's activations and recomputes only
     the cheapest rest in backward instead of the whole layer. Measured against the edge list on
-    ``mnist1d-mlp`` (``benchmarks/metanet_speed.py``): grid blocks 2.9x the speed; with recompute
-    2.1x the speed and 0.05x the memory per graph; compiled 4.0x; compiled with recompute 3.6x
-    (2.9x the edge list timed alone) and 0.31x the memory.
+    ``mnist1d-mlp`` (``benchmarks/metanet_speed.py``, a quiet 2-core machine): grid blocks 2.1x
+    the speed; with recompute 1.5x the speed and 0.05x the memory per graph; compiled 3.0x;
+    compiled with recompute 2.7x (2.5x the edge list timed alone) and 0.31x the memory.
     """
 
     def __init__(
