@@ -31,8 +31,7 @@ Stages, all in one run:
    (each output's head row from training members with the same pair; see :func:`composed`);
 3. held-out tasks: fine-tuning from generated weights, random init, the zoo's base (fine-tuned
    zoos) and the training mean, with each task member's own training setup, for 40 epochs:
-   epochs until the task's zoo median (twice the zoo's own training length, so random init
-   arrives too: a 20-epoch budget left a quarter of the random starts censored at 21);
+   epochs until the task's zoo median (``FINETUNE_EPOCHS``);
 4. memorization: each generated member's distance to its nearest training member after weight
    matching, and their prediction agreement, beside two independently trained members of one task
    and a training member plus noise of the generated spread;
@@ -80,7 +79,7 @@ ZOOS = {"mnist1d-conflict": "tiny-mnist1d-conflict", "mnist1d-conflict-ft": "tin
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
 MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly spaced; all held-out ones are)
-FINETUNE_EPOCHS = 40  # budget of every fine-tuning start (twice a from-scratch member's training length)
+FINETUNE_EPOCHS = 40  # every fine-tuning start's budget: twice mnist1d-conflict's 20 epochs, so random init arrives
 
 
 def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000, seed: int = 0) -> GeneratorConfig:

@@ -244,10 +244,8 @@ class GMN(nn.Module):
     its per-edge activations; ``compile`` puts each layer on grid blocks (message passing, residual
     and norms) through ``torch.compile``, and with ``recompute`` too, the compiler's partitioner
     keeps a :data:`RECOMPUTE_MEMORY_BUDGET` share of the layer's activations and recomputes only
-    the cheapest rest in backward instead of the whole layer. Measured against the edge list on
-    ``mnist1d-mlp`` (``benchmarks/metanet_speed.py``, a quiet 2-core machine): grid blocks 2.1x
-    the speed; with recompute 1.5x the speed and 0.05x the memory per graph; compiled 3.0x;
-    compiled with recompute 2.7x (2.5x the edge list timed alone) and 0.31x the memory.
+    the cheapest rest in backward instead of the whole layer. ``benchmarks/metanet_speed.py``
+    measures each path's speed and memory against the edge list (figures in the README).
     """
 
     def __init__(
