@@ -14,7 +14,8 @@ first variant timed by up to a quarter, falls on all of them alike:
 - ``dense``: Linear layers as grid blocks, broadcasts and reductions (the default);
 - ``dense+recompute``: the same, each layer rerun in backward (``recompute=True``);
 - ``dense+compile``: each layer through ``torch.compile`` (``compile=True``);
-- ``dense+compile+recompute``: compiled, the partitioner keeping a share of the activations.
+- ``dense+compile+recompute``: compiled, each grid block's edge work fused a few graphs at a
+  time and recomputed chunk by chunk in backward (``weightzoo.metanet.edgeblocks``).
 
 Then the fastest variant within a third of the baseline's memory, and its speed-up against the
 baseline timed first and alone as well (the old method): interleaved, the edge list's large

@@ -314,8 +314,8 @@ def test_batches_without_grids_take_the_sparse_path():
 @pytest.mark.slow
 @pytest.mark.parametrize("recompute", [False, True])
 def test_compiled_grid_path_equals_eager(recompute):
-    """Compiled layers give the eager outputs and gradients; with recompute, the partitioner's
-    memory budget keeps less for backward."""
+    """Compiled layers give the eager outputs and gradients; with recompute, through fused edge
+    blocks (compiled kernels), keeping less for backward."""
     builder, flat = BUILDERS["mlp"]
     graphs = builder.build(flat.float())
     torch.manual_seed(0)
@@ -328,10 +328,12 @@ def test_compiled_grid_path_equals_eager(recompute):
     eager(graphs).sum().backward()
     for a, b in zip(compiled.parameters(), eager.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)
-    assert "_compiled_layer" not in copy.deepcopy(compiled).__dict__  # copies run eagerly
-    if recompute:  # on a larger batch, where per-edge activations dominate
-        builder, _, _, flat = _setup("mlp", batch=16)
-        graphs = builder.build(flat.float())
+    assert compiled._fuses() == recompute
+    assert not {"_compiled_layer", "_kernels"} & set(copy.deepcopy(compiled).__dict__)  # copies run eagerly
+    if recompute:  # on wider layers and a larger batch, where per-edge activations dominate
+        _, layout, spec = archs.describe(archs.mlp(8, [24, 24], 4))
+        builder = GraphBuilder.from_layout(layout, spec, conv_mode="vector")
+        graphs = builder.build(torch.randn(16, layout.size))
         plain = GMN(builder.node_dim, builder.edge_dim, hidden=16, layers=3)
         lean = copy.deepcopy(plain)
         plain.compile_layers()

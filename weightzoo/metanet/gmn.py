@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor, nn
-from torch._functorch import config as functorch_config
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
@@ -24,6 +22,7 @@ from torch_geometric.utils import scatter
 
 from ..errors import SpecError
 from ..paramgraph import EdgeType, GraphGrids, NodeType, graph_grids
+from .edgeblocks import BlockKernels, FusedNorm, fused_edge_block
 
 READOUTS = ("invariant", "node", "edge")
 
@@ -37,10 +36,6 @@ def _mlp(in_features: int, hidden: int, out_features: int, dropout: float = 0.0)
 AGGREGATORS = ("mean", "max", "min", "sum", "std")
 _EXTREMES = ("max", "min")
 _RECOMPILE_LIMIT = 64  # compiled layers share one code object: layers x batch sizes x grad modes
-# With compile and recompute, the share of a layer's activations AOTAutograd's partitioner may keep
-# for backward (it recomputes the cheapest rest). In benchmarks/metanet_speed.py 0.22 keeps 0.31x
-# the edge-list path's memory (0.2: 0.29x and 6% slower; 0.3: 0.36x).
-RECOMPUTE_MEMORY_BUDGET = 0.22
 
 
 class _BlockStats(torch.autograd.Function):
@@ -88,13 +83,16 @@ class _Pool:
     def reduce(self, nodes: slice, node_part: Tensor, edge_part: Tensor, dim: int) -> None:
         """Messages ``node_part + edge_part`` (broadcast to a grid block ``[G, num_dst, num_src, C]``)
         to nodes ``nodes`` of every graph, reduced over the block's axis ``dim``."""
-        G, C, device = self.num_graphs, edge_part.shape[-1], edge_part.device
+        stats = _BlockStats.apply(node_part, edge_part, dim, "max" in self.extremes, "min" in self.extremes)
+        self.add(nodes, [v for v in stats if v is not None])
+
+    def add(self, nodes: slice, stats: Sequence[Tensor]) -> None:
+        """Statistics ``[G, len(nodes), C]`` (sum, squares, then the extremes) of nodes ``nodes``."""
+        G, C, device = self.num_graphs, stats[0].shape[-1], stats[0].device
         ids = torch.arange(nodes.start, nodes.stop, device=device)
         self.index.append((ids + self.num_nodes * torch.arange(G, device=device)[:, None]).reshape(-1))
-        stats = _BlockStats.apply(node_part, edge_part, dim, "max" in self.extremes, "min" in self.extremes)
-        for k, v in zip(("sum", "squares", "max", "min"), stats):
-            if v is not None:
-                self.parts[k].append(v.reshape(-1, C))
+        for k, v in zip(("sum", "squares", *self.extremes), stats):
+            self.parts[k].append(v.reshape(-1, C))
 
     def scatter(self, index: Tensor, messages: Tensor) -> None:
         """Messages ``[E, C]`` to batch-wide node ids ``index``."""
@@ -142,11 +140,18 @@ class EdgeUpdateConv(MessagePassing):
                 m.reset_parameters()
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | list[Tensor], grids: GraphGrids | None = None
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor | list[Tensor],
+        grids: GraphGrids | None = None,
+        fused: FusedNorm | None = None,
     ) -> tuple[Tensor, Tensor | list[Tensor]]:
-        """With ``grids``, ``edge_attr`` (and the returned edges) are ``grids.split`` parts."""
+        """With ``grids``, ``edge_attr`` (and the returned edges) are ``grids.split`` parts; with
+        ``fused`` too, the returned edges are ``fused.norm(edge_attr + e')`` (the GMN's residual
+        and norm), from :class:`~.edgeblocks.FusedEdgeBlock` on every grid block."""
         if grids is not None:
-            return self._grid_forward(x, edge_index, edge_attr, grids)
+            return self._grid_forward(x, edge_index, edge_attr, grids, fused)
         c = self.channels
         src_part, dst_part = self.edge_nodes(x).split(c, dim=-1)
         edge_attr = self.edge_updater(edge_index, src_part=src_part, dst_part=dst_part, edge_attr=edge_attr)
@@ -157,7 +162,7 @@ class EdgeUpdateConv(MessagePassing):
         return self.node_mlp(torch.cat([x, incoming, outgoing], dim=-1)), edge_attr
 
     def _grid_forward(
-        self, x: Tensor, edge_index: Tensor, parts: list[Tensor], grids: GraphGrids
+        self, x: Tensor, edge_index: Tensor, parts: list[Tensor], grids: GraphGrids, fused: FusedNorm | None
     ) -> tuple[Tensor, list[Tensor]]:
         """The same layer on grid blocks ``[G, num_dst, num_src, C]``: node parts are broadcast onto
         the block instead of gathered, and reduced over its source or target axis instead of
@@ -172,8 +177,21 @@ class EdgeUpdateConv(MessagePassing):
         src_g, dst_g = src_part.view(G, N, c), (dst_part + self.edge_self.bias).view(G, N, c)
         fwd_g, bwd_g = (fwd_node + b_fwd).view(G, N, c), (bwd_node + b_bwd).view(G, N, c)
         incoming, outgoing = _Pool(self.aggregators, G, N), _Pool(self.aggregators, G, N)
+        w_edges = None if fused is None else torch.cat([w_messages, self.edge_out.weight])
         updated = []
         for grid, e in zip(grids.grids, parts):
+            if fused is not None:
+                outputs = fused_edge_block(
+                    e, src_g[:, None, grid.src], dst_g[:, grid.dst, None], fwd_g[:, None, grid.src],
+                    bwd_g[:, grid.dst, None], self.edge_self.weight, w_edges, self.edge_out.bias,
+                    fused.norm.weight, fused.norm.bias, fused.norm.eps,
+                    tuple(a in incoming.extremes for a in _EXTREMES), fused.kernels,
+                )  # fmt: skip
+                per_direction = (len(outputs) - 1) // 2
+                incoming.add(grid.dst, outputs[1 : 1 + per_direction])
+                outgoing.add(grid.src, outputs[1 + per_direction :])
+                updated.append(outputs[0])
+                continue
             ends = src_g[:, None, grid.src] + dst_g[:, grid.dst, None]
             pre = torch.addmm(ends.reshape(-1, c), e.reshape(-1, c), self.edge_self.weight.T)
             h = nn.functional.silu(pre).view(G, grid.num_dst, grid.num_src, c)
@@ -186,7 +204,7 @@ class EdgeUpdateConv(MessagePassing):
         fwd_edge, bwd_edge = self.message_edges(e).split(c, dim=-1)
         incoming.scatter(index[1], fwd_node[index[0]] + fwd_edge)
         outgoing.scatter(index[0], bwd_node[index[1]] + bwd_edge)
-        updated.append(e)
+        updated.append(e if fused is None else fused.norm(parts[-1] + e))
         aggregated = [pool.result(self._combine, degree) for pool, degree in
                       ((incoming, grids.in_degree), (outgoing, grids.out_degree))]  # fmt: skip
         return self.node_mlp(torch.cat([x, *aggregated], dim=-1)), updated
@@ -242,10 +260,11 @@ class GMN(nn.Module):
     unless ``dense=False``; other batches on the edge list; both compute the same function. With
     ``recompute`` each message-passing layer is run again in the backward pass instead of keeping
     its per-edge activations; ``compile`` puts each layer on grid blocks (message passing, residual
-    and norms) through ``torch.compile``, and with ``recompute`` too, the compiler's partitioner
-    keeps a :data:`RECOMPUTE_MEMORY_BUDGET` share of the layer's activations and recomputes only
-    the cheapest rest in backward instead of the whole layer. ``benchmarks/metanet_speed.py``
-    measures each path's speed and memory against the edge list (figures in the README).
+    and norms) through ``torch.compile``, and with ``recompute`` too, each grid block's per-edge
+    work runs as one :class:`~.edgeblocks.FusedEdgeBlock` (compiled kernels, a few graphs at a
+    time, recomputed chunk by chunk in backward) unless edge dropout is active in training.
+    ``benchmarks/metanet_speed.py`` measures each path's speed and memory against the edge list
+    (figures in the README).
     """
 
     def __init__(
@@ -300,15 +319,17 @@ class GMN(nn.Module):
 
     def compile_layers(self) -> None:
         """Run every layer on grid blocks through ``torch.compile`` (one compilation per layer,
-        batch size and architecture; on CPU it needs a C++ compiler). Copies and pickles run
+        batch size and architecture; on CPU it needs a C++ compiler), and with ``recompute`` their
+        edge work through compiled :class:`~.edgeblocks.BlockKernels`. Copies and pickles run
         eagerly until compiled again."""
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-        layers = {False: self._layer, True: self._lean_layer}  # keyed by recompute
-        self.__dict__["_compiled_layer"] = {k: torch.compile(fn, dynamic=False) for k, fn in layers.items()}
+        self.__dict__["_compiled_layer"] = torch.compile(self._layer, dynamic=False)
+        self.__dict__["_kernels"] = BlockKernels.compiled()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_compiled_layer", None)
+        state.pop("_kernels", None)
         return state
 
     def reset_parameters(self) -> None:
@@ -323,10 +344,9 @@ class GMN(nn.Module):
         x = self.node_in(data.x) + sum(emb(data[k]) for k, emb in self.node_embed.items())
         grids = graph_grids(data) if self.dense else None
         e = self._embed_edges(data, grids)
-        layer, budget = self._layer_runner(grids is not None)
-        with budget:
-            for i in range(len(self.convs)):
-                x, e = layer(i, x, edge_index, e, grids)
+        layer = self._layer_runner(grids is not None)
+        for i in range(len(self.convs)):
+            x, e = layer(i, x, edge_index, e, grids)
         if self.readout == "node":
             return self.head(x)
         if self.readout == "edge":
@@ -344,33 +364,42 @@ class GMN(nn.Module):
         fixed = scatter(self.fixed_weight(data.node_pos) * x, side, dim=0, dim_size=2 * graphs, reduce="sum")
         return self.head(torch.cat([*pooled, fixed.reshape(graphs, -1)], dim=-1))
 
-    def _layer_runner(self, on_grids: bool) -> tuple[Callable, AbstractContextManager]:
-        """How this forward runs each layer, and the context to run them in: compiled (on grid
-        blocks; with recompute, the partitioner keeps :data:`RECOMPUTE_MEMORY_BUDGET` of the
-        activations), checkpointed (only each layer's inputs kept for backward) or plainly."""
+    def _layer_runner(self, on_grids: bool) -> Callable:
+        """How this forward runs each layer: compiled (on grid blocks; with recompute, fusing the
+        blocks' edge work, see :meth:`_fused_norm`), checkpointed (only each layer's inputs kept
+        for backward) or plainly."""
         recompute = self.recompute and torch.is_grad_enabled()
         compiled = self.__dict__.get("_compiled_layer") if on_grids else None
-        if compiled is not None:
-            budget = functorch_config.patch(activation_memory_budget=RECOMPUTE_MEMORY_BUDGET) if recompute else None
-            return compiled[recompute], budget or nullcontext()
+        if compiled is not None and (not recompute or self._fuses()):
+            return compiled
         if recompute:
-            return functools.partial(checkpoint, self._layer, use_reentrant=False), nullcontext()
-        return self._layer, nullcontext()
+            return functools.partial(checkpoint, self._layer, use_reentrant=False)
+        return self._layer
 
     def _layer(
         self, i: int, x: Tensor, edge_index: Tensor, e: Tensor | list[Tensor], grids: GraphGrids | None
     ) -> tuple[Tensor, Tensor | list[Tensor]]:
         """Message-passing layer ``i`` with its residual updates and norms."""
-        dx, de = self.convs[i](x, edge_index, e, grids)
+        fused = self._fused_norm(i, grids)
+        dx, de = self.convs[i](x, edge_index, e, grids, fused)
         x = self.node_norms[i](x + self.dropout(dx))
+        if fused is not None:
+            return x, de
         if grids is None:
             return x, self.edge_norms[i](e + self.dropout(de))
         return x, [self.edge_norms[i](a + self.dropout(b)) for a, b in zip(e, de)]
 
-    def _lean_layer(self, *args) -> tuple[Tensor, Tensor | list[Tensor]]:
-        """``_layer`` under a code object of its own: torch.compile caches graphs per code object,
-        and this one's are partitioned under :data:`RECOMPUTE_MEMORY_BUDGET`."""
-        return self._layer(*args)
+    def _fuses(self) -> bool:
+        """Whether grid blocks run as :class:`~.edgeblocks.FusedEdgeBlock`: compiled, recomputing,
+        taking gradients, and no edge dropout to apply (the fused block has none)."""
+        active_dropout = self.training and self.dropout.p > 0
+        return self.recompute and torch.is_grad_enabled() and "_kernels" in self.__dict__ and not active_dropout
+
+    def _fused_norm(self, i: int, grids: GraphGrids | None) -> FusedNorm | None:
+        """What layer ``i`` fuses its grid blocks with (its edge norm, the kernels), or None."""
+        if grids is None or not self._fuses():
+            return None
+        return FusedNorm(self.edge_norms[i], self.__dict__["_kernels"])
 
     def _embed_edges(self, data: Data | Batch, grids: GraphGrids | None) -> Tensor | list[Tensor]:
         """Edge features plus their type, layer and position embeddings; with ``grids``, the

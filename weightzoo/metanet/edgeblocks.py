@@ -1,0 +1,179 @@
+"""A GMN layer's per-edge work on one grid block, fused and chunked, recomputed in backward.
+
+On a grid block ``[G, num_dst, num_src, C]`` an :class:`~weightzoo.metanet.gmn.EdgeUpdateConv`
+layer with its residual and edge LayerNorm is, per edge,
+
+    pre = e W_self^T + src + dst          h = silu(pre)
+    m = h W_msg^T  (forward and backward message parts, 2C)
+    y = LayerNorm(e + h W_out^T + b_out)
+
+plus the sums, sums of squares and extremes of ``m`` (with the node parts added) over the
+block's source axis (incoming) and target axis (outgoing). Every one of these tensors is as
+large as the block, and on CPU running them over a whole batch at once is bound by memory
+traffic (a ``[64 * 1280, 32] x [32, 32]`` GEMM runs at about half the rate of an ``[8192, 32]``
+one here). :class:`FusedEdgeBlock` runs them a few graphs at a time, so a chunk's intermediates stay
+in cache, keeps nothing for backward but its inputs, and in backward recomputes a chunk and
+takes its gradients at once, again in cache. ``kernels`` may be compiled (``torch.compile``);
+the chunk size is :data:`CHUNK_EDGES` edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+
+CHUNK_EDGES = 8192  # edges per chunk: a [CHUNK_EDGES, 32] float tensor is 1 MiB, an L2 cache
+
+
+def block_forward(
+    e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor,
+    b_out: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, extremes: tuple[bool, bool],
+) -> tuple[Tensor, ...]:  # fmt: skip
+    """One chunk: the updated edges ``y``, then incoming and outgoing statistics (sum, sum of
+    squares, and max / min where ``extremes`` asks), each direction's in that order."""
+    _, h, fwd_m, bwd_m, x = _edge_terms(e, src, dst, fwd, bwd, w_self, w_edges, b_out)
+    y = F.layer_norm(x, (e.shape[-1],), ln_w, ln_b, eps)
+    return y, *_stats(fwd_m, 2, extremes), *_stats(bwd_m, 1, extremes)
+
+
+def block_backward(
+    e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor,
+    b_out: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, extremes: tuple[bool, bool],
+    fwd_extremes: list[Tensor], bwd_extremes: list[Tensor], dy: Tensor, fwd_grads: list[Tensor],
+    bwd_grads: list[Tensor],
+) -> tuple[Tensor, ...]:  # fmt: skip
+    """One chunk's forward again, then the gradients of its inputs (``e, src, dst, fwd, bwd``,
+    shaped like them) and of the weights (``w_self, w_edges, b_out, ln_w, ln_b``, this chunk's
+    share) from the gradients of its outputs."""
+    pre, h, fwd_m, bwd_m, x = _edge_terms(e, src, dst, fwd, bwd, w_self, w_edges, b_out)
+    variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(variance + eps)
+    x_hat = (x - mean) * rstd
+    g = dy * ln_w
+    dx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    d_fwd = _stats_grad(fwd_m, 2, extremes, fwd_extremes, fwd_grads)
+    d_bwd = _stats_grad(bwd_m, 1, extremes, bwd_extremes, bwd_grads)
+    d_edges = torch.cat([d_fwd, d_bwd, dx], dim=-1)
+    sig = torch.sigmoid(pre)
+    d_pre = torch.matmul(d_edges, w_edges) * sig * (1 + pre * (1 - sig))
+    de = dx + torch.matmul(d_pre, w_self)
+    return (
+        de, d_pre.sum(1, keepdim=True), d_pre.sum(2, keepdim=True), d_fwd.sum(1, keepdim=True),
+        d_bwd.sum(2, keepdim=True), _rows(d_pre).T @ _rows(e), _rows(d_edges).T @ _rows(h),
+        _rows(dx).sum(0), _rows(dy * x_hat).sum(0), _rows(dy).sum(0),
+    )  # fmt: skip
+
+
+def _edge_terms(
+    e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor, b_out: Tensor
+) -> tuple[Tensor, ...]:
+    """``pre``, ``h``, the forward and backward messages and the LayerNorm's input ``e + h W_out^T
+    + b_out``: one GEMM from ``e``, one from ``h`` (``w_edges`` stacks ``W_msg`` and ``W_out``)."""
+    c = e.shape[-1]
+    pre = torch.matmul(e, w_self.T) + (src + dst)
+    h = F.silu(pre)
+    fwd_edge, bwd_edge, out = torch.matmul(h, w_edges.T).split(c, dim=-1)
+    return pre, h, fwd_edge + fwd, bwd_edge + bwd, e + out + b_out
+
+
+def _rows(t: Tensor) -> Tensor:
+    return t.reshape(-1, t.shape[-1])
+
+
+def _stats(m: Tensor, dim: int, extremes: tuple[bool, bool]) -> list[Tensor]:
+    stats = [m.sum(dim), m.square().sum(dim)]
+    return stats + [fn(m, dim) for want, fn in zip(extremes, (torch.amax, torch.amin)) if want]
+
+
+def _stats_grad(
+    m: Tensor, dim: int, extremes: tuple[bool, bool], values: list[Tensor], grads: list[Tensor]
+) -> Tensor:
+    """``dL/dm`` from the gradients of ``_stats(m, dim)``; ties of a max / min all get its gradient."""
+    g_sum, g_squares, *g_extremes = (g.unsqueeze(dim) for g in grads)
+    grad = g_sum + 2 * m * g_squares
+    for v, g in zip(values, g_extremes):
+        grad = grad + torch.where(m == v.unsqueeze(dim), g, 0.0)
+    return grad
+
+
+@dataclass(frozen=True)
+class BlockKernels:
+    """The per-chunk functions :class:`FusedEdgeBlock` runs (plain or compiled)."""
+
+    forward: Callable[..., tuple[Tensor, ...]] = block_forward
+    backward: Callable[..., tuple[Tensor, ...]] = block_backward
+
+    @classmethod
+    def compiled(cls) -> BlockKernels:
+        return cls(torch.compile(block_forward, dynamic=False), torch.compile(block_backward, dynamic=False))
+
+
+def _chunks(num_graphs: int, edges_per_graph: int) -> list[slice]:
+    step = max(1, CHUNK_EDGES // max(edges_per_graph, 1))
+    return [slice(i, min(i + step, num_graphs)) for i in range(0, num_graphs, step)]
+
+
+class FusedEdgeBlock(torch.autograd.Function):
+    """``(y, *incoming stats, *outgoing stats)`` of one grid block (see the module docstring),
+    computed chunk by chunk; backward recomputes each chunk. Inputs: edges ``e [G, D, S, C]``,
+    node parts ``src, fwd [G, 1, S, C]`` and ``dst, bwd [G, D, 1, C]``, the weights, the
+    LayerNorm's ``eps``, which extremes (max, min) to return, and the :class:`BlockKernels`."""
+
+    @staticmethod
+    def forward(ctx, e, src, dst, fwd, bwd, w_self, w_edges, b_out, ln_w, ln_b, eps, extremes, kernels):
+        inputs = (e, src, dst, fwd, bwd)
+        weights = (w_self, w_edges, b_out, ln_w, ln_b)
+        parts = _chunks(e.shape[0], e.shape[1] * e.shape[2])
+        results = [kernels.forward(*(t[p] for t in inputs), *weights, eps, extremes) for p in parts]
+        outputs = tuple(torch.cat(column) for column in zip(*results))
+        ctx.eps, ctx.extremes, ctx.kernels, ctx.parts = eps, extremes, kernels, parts
+        ctx.save_for_backward(*inputs, *weights, *_extremes(outputs, extremes))
+        return outputs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, *stat_grads):
+        saved = ctx.saved_tensors
+        inputs, weights, saved_extremes = saved[:5], saved[5:10], saved[10:]
+        per_direction = len(stat_grads) // 2
+        fwd_grads, bwd_grads = stat_grads[:per_direction], stat_grads[per_direction:]
+        count = len(saved_extremes) // 2
+        fwd_ext, bwd_ext = saved_extremes[:count], saved_extremes[count:]
+        grads: list[list[Tensor]] = []
+        for p in ctx.parts:
+            grads.append(ctx.kernels.backward(
+                *(t[p] for t in inputs), *weights, ctx.eps, ctx.extremes,
+                [v[p] for v in fwd_ext], [v[p] for v in bwd_ext], dy[p],
+                [g[p] for g in fwd_grads], [g[p] for g in bwd_grads],
+            ))  # fmt: skip
+        columns = list(zip(*grads))
+        input_grads = [torch.cat(col) for col in columns[:5]]
+        weight_grads = [torch.stack(col).sum(0) for col in columns[5:]]
+        return (*input_grads, *weight_grads, None, None, None)
+
+
+def _extremes(outputs: tuple[Tensor, ...], extremes: tuple[bool, bool]) -> list[Tensor]:
+    """The max / min outputs of both directions (each direction: sum, squares, then extremes)."""
+    k = 2 + sum(extremes)
+    return [*outputs[3 : 1 + k], *outputs[3 + k :]]
+
+
+@dataclass(frozen=True)
+class FusedNorm:
+    """What :class:`FusedEdgeBlock` takes from the GMN beside the layer: the edge LayerNorm that
+    follows the residual, and the kernels."""
+
+    norm: torch.nn.LayerNorm
+    kernels: BlockKernels
+
+
+@torch._dynamo.disable
+def fused_edge_block(*args) -> tuple[Tensor, ...]:
+    """:class:`FusedEdgeBlock` (its arguments), outside any ``torch.compile`` graph around it: the
+    chunk loop runs eagerly and calls the (possibly compiled) kernels."""
+    return FusedEdgeBlock.apply(*args)
