@@ -1,7 +1,7 @@
 """Does weight-space augmentation help metanetworks learn? The quality half of the augmentation
 benchmark (``benchmarks/augment.py`` measures the throughput cost of each transform).
 
-    python benchmarks/augment_quality.py [--quick] [--zoos DIR]
+    python benchmarks/augment_quality.py [--quick] [--zoos DIR] [--seeds N] [--models M,..] [--fractions F,..]
 
 Tasks (zoos built on first use into ``--zoos``; ``--quick``: the ``tiny-`` specs, 3 epochs):
 
@@ -20,7 +20,12 @@ how much of the label the zoo's INRs hold, so a weak metanetwork is not mistaken
 Every model gets the same budget: AdamW lr 1e-3, batch 64, ``EPOCHS`` epochs (2x as many with
 10% of the data, so it takes 20% of the steps), best epoch on validation loss, patience 10. Each
 is trained once without augmentation and once per entry of ``AUGMENTS``; the augmented figure is
-the candidate with the best validation score. Results are appended as each run
+the candidate with the best validation score. With ``--seeds N`` every run is repeated with
+training seeds 0..N-1 (initialization, batch order and augmentation draws; the split stays
+seed 0's): each figure is then the mean over seeds, with the per-seed values and, for every
+augmented figure, the gain over no augmentation seed by seed, its mean and spread (JSON keys
+``<key>_seeds``, ``<key>_gain_mean``, ``<key>_gain_std``). ``--models`` and ``--fractions``
+run only some of the cells (e.g. ``--models gmn --fractions 0.1``). Results are appended as each run
 finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs recorded there with
 the same model arguments (delete it to start afresh). The last line printed is one JSON object.
 """
@@ -72,17 +77,20 @@ def headline(scores: dict[str, float]) -> float:
     return scores.get("kendall_tau", scores.get("accuracy", float("nan")))
 
 
-def key(prefix: str, model: str, fraction: float, aug: bool) -> str:
-    """The issue's names: ``inr_acc_dws``, ``inr10_acc_dws_aug``, ``tau_gmn_aug``, ``inr_acc_dws_weights``."""
+def key(prefix: str, model: str, fraction: float) -> str:
+    """The issue's names: ``inr_acc_dws``, ``inr10_acc_dws``, ``tau_gmn``, ``inr_acc_dws_weights``
+    (with augmentation: the same plus ``_aug``)."""
     model = model.replace("-", "_")
     if prefix == "inr":
-        return f"inr{'' if fraction == 1.0 else '10'}_acc_{model}{'_aug' if aug else ''}"
-    return f"tau_{model}{'_aug' if aug else ''}"
+        return f"inr{'' if fraction == 1.0 else '10'}_acc_{model}"
+    return f"tau_{model}"
 
 
 def _run_key(row: dict) -> tuple:
-    """What a recorded run is reused for: the same zoo, model and arguments, data and augmentation."""
-    return row["zoo"], row["model"], json.dumps(row.get("args"), sort_keys=True), row["fraction"], row["augment"]
+    """What a recorded run is reused for: the same zoo, model and arguments, data, augmentation and
+    training seed (rows recorded before seeds were an option are seed 0's)."""
+    args = json.dumps(row.get("args"), sort_keys=True)
+    return row["zoo"], row["model"], args, row["fraction"], row["augment"], row.get("seed", 0)
 
 
 def record(path: Path, name: str, task: str, label: str, options: TrainOptions, split: SplitSpec, fraction: float):
@@ -93,6 +101,7 @@ def record(path: Path, name: str, task: str, label: str, options: TrainOptions, 
     scores, hist = run.config["scores"], run.config["history"]
     return {
         "zoo": name, "model": label, "args": args, "fraction": fraction, "augment": options.augment or "none",
+        "seed": options.seed,
         "val": headline(scores["val"]), "test": headline(scores["test"]),
         "epochs": hist["epochs_run"], "best_epoch": hist["best_epoch"],
         "members_per_s": hist["members_per_s"], "seconds": time.perf_counter() - start,
@@ -125,13 +134,51 @@ def rendered_pixels(path: Path, split: SplitSpec, side: int = 28) -> dict[str, f
     return {k: float(best.score(pixels[parts[k]], labels[parts[k]])) for k in ("val", "test")}
 
 
+def _listed(text: str | None, cast=str) -> list | None:
+    return None if text is None else [cast(v) for v in text.split(",")]
+
+
+def summarize(results: dict, name: str, per_seed: list[tuple[dict, dict | None]]) -> None:
+    """Enter one cell's runs ``(no augmentation, best augmented)`` per seed into ``results`` under
+    key ``name`` (the mean over seeds; with several seeds also each seed's and the gains')."""
+    plain = [r["test"] for r, _ in per_seed]
+    results[name] = round(float(np.mean(plain)), 4)
+    if len(per_seed) > 1:
+        results[f"{name}_seeds"] = [round(v, 4) for v in plain]
+    if per_seed[0][1] is None:
+        return
+    aug = [a["test"] for _, a in per_seed]
+    results[f"{name}_aug"] = round(float(np.mean(aug)), 4)
+    picks = [a["augment"] for _, a in per_seed]
+    results[f"{name}_aug_pick"] = picks[0] if len(picks) == 1 else picks
+    if len(per_seed) > 1:
+        gains = np.subtract(aug, plain)
+        results[f"{name}_aug_seeds"] = [round(v, 4) for v in aug]
+        results[f"{name}_aug_gain_mean"] = round(float(gains.mean()), 4)
+        results[f"{name}_aug_gain_std"] = round(float(gains.std(ddof=1)), 4)
+        print(f"{name}: augmentation gain per seed {[round(g, 4) for g in gains]}, "
+              f"mean {gains.mean():+.4f}, std {gains.std(ddof=1):.4f}")  # fmt: skip
+
+
 def main() -> None:
-    args = zoo_arguments(__doc__, "the tiny- zoos, 3 epochs")
+    args = zoo_arguments(
+        __doc__, "the tiny- zoos, 3 epochs",
+        seeds={"type": int, "default": 1, "help": "training seeds per run (figures: their mean)"},
+        models={"help": "only these models, comma-separated (default: all)"},
+        fractions={"help": "only these training fractions, comma-separated (default: 1.0 and 0.1)"},
+    )  # fmt: skip
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
+    only_models, only_fractions = _listed(args.models), _listed(args.fractions, float)
     out_file = Path(__file__).with_name(".augment_quality.quick.jsonl" if args.quick else ".augment_quality.jsonl")
     done = {_run_key(r): r for r in map(json.loads, out_file.read_text().splitlines())} if out_file.exists() else {}
     results: dict = {}
     rows = []
     for prefix, name, task, models, fractions in RUNS:
+        models = [m for m in models if only_models is None or m in only_models]
+        fractions = [f for f in fractions if only_fractions is None or f in only_fractions]
+        if not (models and fractions):
+            continue
         path = built(f"tiny-{name}" if args.quick else name, args.zoos)[0]
         for fraction in fractions:
             epochs = 3 if args.quick else EPOCHS[name] * (1 if fraction == 1.0 else SUBSET_EPOCH_FACTOR)
@@ -139,60 +186,67 @@ def main() -> None:
             split = SplitSpec(seed=0, group_by=("target",) if prefix == "inr" else (), train_subset=fraction)
             if prefix == "inr":
                 px = rendered_pixels(path, split)
-                results[key(prefix, "pixels", fraction, False)] = None if px["test"] is None else round(px["test"], 4)
+                results[key(prefix, "pixels", fraction)] = None if px["test"] is None else round(px["test"], 4)
                 print(f"{name:<12} {'pixels':<7} {fraction:>4.0%} {'(rendered INRs, logistic regression)':<58} "
                       f"val {px['val']} test {px['test']}", flush=True)  # fmt: skip
             for model in models:
                 if model in REFERENCES and fraction != 1.0:
                     continue
-                best = None
-                for augment in [None, *([] if model in REFERENCES else AUGMENTS[name])]:
-                    model_args = json.dumps(model_and_args(name, model)[1], sort_keys=True)
-                    row = done.get((name, model, model_args, fraction, augment or "none"))
-                    if row is None:
-                        row = record(path, name, task, model, replace(options, augment=augment), split, fraction)
-                        with out_file.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
-                    rows.append(row)
-                    print(
-                        f"{name:<12} {model:<11} {fraction:>4.0%} {row['augment']:<58} val {row['val']:.4f} "
-                        f"test {row['test']:.4f} ({row['epochs']} epochs, best {row['best_epoch']}, "
-                        f"{row['seconds']:.0f} s)",
-                        flush=True,
-                    )
-                    if augment is None:
-                        results[key(prefix, model, fraction, False)] = round(row["test"], 4)
-                    elif best is None or row["val"] > best["val"]:
-                        best = row
-                if best is not None:
-                    results[key(prefix, model, fraction, True)] = round(best["test"], 4)
-                    results[key(prefix, model, fraction, True) + "_pick"] = best["augment"]
+                candidates = [None, *([] if model in REFERENCES else AUGMENTS[name])]
+                model_args = json.dumps(model_and_args(name, model)[1], sort_keys=True)
+                per_seed = []
+                for seed in range(args.seeds):
+                    best = None
+                    for augment in candidates:
+                        row = done.get((name, model, model_args, fraction, augment or "none", seed))
+                        if row is None:
+                            opts = replace(options, augment=augment, seed=seed)
+                            row = record(path, name, task, model, opts, split, fraction)
+                            with out_file.open("a") as f:
+                                f.write(json.dumps(row) + "\n")
+                        rows.append(row)
+                        print(
+                            f"{name:<12} {model:<11} {fraction:>4.0%} s{seed} {row['augment']:<58} "
+                            f"val {row['val']:.4f} test {row['test']:.4f} ({row['epochs']} epochs, "
+                            f"best {row['best_epoch']}, {row['seconds']:.0f} s)",
+                            flush=True,
+                        )
+                        if augment is None:
+                            plain = row
+                        elif best is None or row["val"] > best["val"]:
+                            best = row
+                    per_seed.append((plain, best))
+                summarize(results, key(prefix, model, fraction), per_seed)
     print()
-    print(f"{'zoo':<12} {'model':<11} {'data':>5} {'augment':<58} {'val':>7} {'test':>7} {'epochs':>6} {'s':>6}")
+    print(f"{'zoo':<12} {'model':<11} {'data':>5} {'seed':>4} {'augment':<58} {'val':>7} {'test':>7} "
+          f"{'epochs':>6} {'s':>6}")  # fmt: skip
     for r in rows:
         print(
-            f"{r['zoo']:<12} {r['model']:<11} {r['fraction']:>5.0%} {r['augment']:<58} {r['val']:>7.4f} "
-            f"{r['test']:>7.4f} {r['epochs']:>6} {r['seconds']:>6.0f}"
+            f"{r['zoo']:<12} {r['model']:<11} {r['fraction']:>5.0%} {r.get('seed', 0):>4} {r['augment']:<58} "
+            f"{r['val']:>7.4f} {r['test']:>7.4f} {r['epochs']:>6} {r['seconds']:>6.0f}"
         )
     results["targets"] = targets(results)
-    results.update(quick=args.quick, torch=torch.__version__, threads=torch.get_num_threads())
+    results.update(quick=args.quick, seeds=args.seeds, torch=torch.__version__, threads=torch.get_num_threads())
     print(json.dumps(results))
 
 
 def targets(r: dict) -> dict[str, bool]:
-    """The issue's targets, where their figures were measured."""
-    t = {}
+    """The issue's targets, where all their figures were measured (``--models`` may leave some out)."""
+    checks = {}
     for m in ("dws", "gmn"):
-        if f"inr_acc_{m}" in r:
-            t[f"inr_acc_{m}_at_least_0.60"] = r[f"inr_acc_{m}"] >= 0.60
-            t[f"inr_acc_{m}_30_over_mlp"] = r[f"inr_acc_{m}"] >= r["inr_acc_mlp"] + 0.30
-            t[f"inr_acc_{m}_15_over_statnn"] = r[f"inr_acc_{m}"] >= r["inr_acc_statnn"] + 0.15
-            t[f"inr_aug_{m}_plus_3"] = r[f"inr_acc_{m}_aug"] >= r[f"inr_acc_{m}"] + 0.03
-        if f"inr10_acc_{m}" in r:
-            t[f"inr10_aug_{m}_plus_5"] = r[f"inr10_acc_{m}_aug"] >= r[f"inr10_acc_{m}"] + 0.05
-        if f"tau_{m}_aug" in r:
-            t[f"tau_{m}_aug_beats_statnn_by_0.02"] = r[f"tau_{m}_aug"] >= r["tau_statnn"] + 0.02
-    return t
+        checks |= {
+            f"inr_acc_{m}_at_least_0.60": (f"inr_acc_{m}", None, 0.60),
+            f"inr_acc_{m}_30_over_mlp": (f"inr_acc_{m}", "inr_acc_mlp", 0.30),
+            f"inr_acc_{m}_15_over_statnn": (f"inr_acc_{m}", "inr_acc_statnn", 0.15),
+            f"inr_aug_{m}_plus_3": (f"inr_acc_{m}_aug", f"inr_acc_{m}", 0.03),
+            f"inr10_aug_{m}_plus_5": (f"inr10_acc_{m}_aug", f"inr10_acc_{m}", 0.05),
+            f"tau_{m}_aug_beats_statnn_by_0.02": (f"tau_{m}_aug", "tau_statnn", 0.02),
+        }
+    return {
+        name: r[figure] >= (0.0 if base is None else r[base]) + margin
+        for name, (figure, base, margin) in checks.items()
+        if figure in r and (base is None or base in r)
+    }
 
 
 if __name__ == "__main__":
