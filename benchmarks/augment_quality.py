@@ -156,7 +156,7 @@ def summarize(results: dict, name: str, per_seed: list[tuple[dict, dict | None]]
         results[f"{name}_aug_seeds"] = [round(v, 4) for v in aug]
         results[f"{name}_aug_gain_mean"] = round(float(gains.mean()), 4)
         results[f"{name}_aug_gain_std"] = round(float(gains.std(ddof=1)), 4)
-        print(f"{name}: augmentation gain per seed {[round(g, 4) for g in gains]}, "
+        print(f"{name}: augmentation gain per seed {[round(float(g), 4) for g in gains]}, "
               f"mean {gains.mean():+.4f}, std {gains.std(ddof=1):.4f}")  # fmt: skip
 
 
