@@ -24,7 +24,7 @@ the candidate with the best validation score. With ``--seeds N`` every run is re
 training seeds 0..N-1 (initialization, batch order and augmentation draws; the split stays
 seed 0's): each figure is then the mean over seeds, with the per-seed values and, for every
 augmented figure, the gain over no augmentation seed by seed, its mean and spread (JSON keys
-``<key>_seeds``, ``<key>_gain_mean``, ``<key>_gain_std``). ``--models`` and ``--fractions``
+``<key>_seeds``, ``<key>_aug_seeds``, ``<key>_aug_gain_mean``, ``<key>_aug_gain_std``). ``--models`` and ``--fractions``
 run only some of the cells (e.g. ``--models gmn --fractions 0.1``). Results are appended as each run
 finishes, to ``benchmarks/.augment_quality.jsonl``; a rerun reuses the runs recorded there with
 the same model arguments (delete it to start afresh). The last line printed is one JSON object.

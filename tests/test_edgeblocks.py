@@ -28,7 +28,7 @@ def _block_inputs(seed=0, dtype=torch.float64):
 
 
 def _by_definition(e, src, dst, fwd, bwd, w_self, w_edges, b_out, ln_w, ln_b, extremes):
-    """The block written out edge by edge's formulas with plain autograd ops."""
+    """The block as the module docstring's formulas, in plain autograd ops."""
     h = F.silu(e @ w_self.T + src + dst)
     w_fwd, w_bwd, w_out = w_edges.split(C)
     y = F.layer_norm(e + h @ w_out.T + b_out, (C,), ln_w, ln_b, 1e-5)

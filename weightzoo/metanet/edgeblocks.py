@@ -19,7 +19,7 @@ the chunk size is :data:`CHUNK_EDGES` edges.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +38,7 @@ def block_forward(
     squares, and max / min where ``extremes`` asks), each direction's in that order."""
     _, h, fwd_m, bwd_m, x = _edge_terms(e, src, dst, fwd, bwd, w_self, w_edges, b_out)
     y = F.layer_norm(x, (e.shape[-1],), ln_w, ln_b, eps)
-    return y, *_stats(fwd_m, 2, extremes), *_stats(bwd_m, 1, extremes)
+    return y, *message_stats(fwd_m, 2, extremes), *message_stats(bwd_m, 1, extremes)
 
 
 def block_backward(
@@ -56,8 +56,8 @@ def block_backward(
     x_hat = (x - mean) * rstd
     g = dy * ln_w
     dx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
-    d_fwd = _stats_grad(fwd_m, 2, extremes, fwd_extremes, fwd_grads)
-    d_bwd = _stats_grad(bwd_m, 1, extremes, bwd_extremes, bwd_grads)
+    d_fwd = message_stats_grad(fwd_m, 2, extremes, fwd_extremes, fwd_grads)
+    d_bwd = message_stats_grad(bwd_m, 1, extremes, bwd_extremes, bwd_grads)
     d_edges = torch.cat([d_fwd, d_bwd, dx], dim=-1)
     sig = torch.sigmoid(pre)
     d_pre = torch.matmul(d_edges, w_edges) * sig * (1 + pre * (1 - sig))
@@ -85,19 +85,25 @@ def _rows(t: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
-def _stats(m: Tensor, dim: int, extremes: tuple[bool, bool]) -> list[Tensor]:
+def message_stats(m: Tensor, dim: int, extremes: tuple[bool, bool]) -> list[Tensor]:
+    """Sum and sum of squares of messages ``m`` over axis ``dim``, then their max and / or min
+    where ``extremes`` (max, min) asks: what every aggregator is combined from."""
     stats = [m.sum(dim), m.square().sum(dim)]
     return stats + [fn(m, dim) for want, fn in zip(extremes, (torch.amax, torch.amin)) if want]
 
 
-def _stats_grad(
-    m: Tensor, dim: int, extremes: tuple[bool, bool], values: list[Tensor], grads: list[Tensor]
+def message_stats_grad(
+    m: Tensor, dim: int, extremes: tuple[bool, bool], values: Sequence[Tensor], grads: Sequence[Tensor]
 ) -> Tensor:
-    """``dL/dm`` from the gradients of ``_stats(m, dim)``; ties of a max / min all get its gradient."""
+    """``dL/dm`` from the gradients of :func:`message_stats` ``(m, dim, extremes)`` and its extremes
+    ``values``. Ties of a max / min all receive its gradient; where ``m`` is at the extreme comes
+    from float arithmetic, as boolean masks are several times slower on CPU."""
     g_sum, g_squares, *g_extremes = (g.unsqueeze(dim) for g in grads)
-    grad = g_sum + 2 * m * g_squares
-    for v, g in zip(values, g_extremes):
-        grad = grad + torch.where(m == v.unsqueeze(dim), g, 0.0)
+    grad = torch.addcmul(g_sum, m, 2 * g_squares)
+    signs = [s for s, want in zip((1, -1), extremes) if want]
+    for sign, v, g in zip(signs, values, g_extremes):
+        at_extreme = (m - v.unsqueeze(dim)).mul_(sign).sign_().add_(1)  # 1 where m equals the max/min, else 0
+        grad = grad.addcmul_(at_extreme, g)
     return grad
 
 

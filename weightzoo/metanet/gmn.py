@@ -22,7 +22,7 @@ from torch_geometric.utils import scatter
 
 from ..errors import SpecError
 from ..paramgraph import EdgeType, GraphGrids, NodeType, graph_grids
-from .edgeblocks import BlockKernels, FusedNorm, fused_edge_block
+from .edgeblocks import BlockKernels, FusedNorm, fused_edge_block, message_stats, message_stats_grad
 
 READOUTS = ("invariant", "node", "edge")
 
@@ -39,35 +39,24 @@ _RECOMPILE_LIMIT = 64  # compiled layers share one code object: layers x batch s
 
 
 class _BlockStats(torch.autograd.Function):
-    """Sum, sum of squares and (optionally) max and min over axis ``dim`` of the messages
-    ``m = node_part + edge_part`` of a grid block, without keeping ``m`` for backward: the
-    backward pass rebuilds it and forms ``dL/dm`` with a few fused float operations (boolean
-    masks and ``max(dim)`` indices are several times slower on CPU). Ties of the max/min all
-    receive the gradient."""
+    """:func:`~.edgeblocks.message_stats` over axis ``dim`` of the messages ``m = node_part +
+    edge_part`` of a grid block, without keeping ``m`` for backward: the backward pass rebuilds it
+    (:func:`~.edgeblocks.message_stats_grad`)."""
 
     @staticmethod
-    def forward(ctx, node_part: Tensor, edge_part: Tensor, dim: int, want_max: bool, want_min: bool):
-        m = node_part + edge_part
-        stats = [m.sum(dim), m.square().sum(dim)]
-        stats += [fn(m, dim) if want else None for want, fn in ((want_max, torch.amax), (want_min, torch.amin))]
-        ctx.dim = dim
-        ctx.save_for_backward(node_part, edge_part, *(v for v in stats[2:] if v is not None))
-        ctx.wants = (want_max, want_min)
+    def forward(ctx, node_part: Tensor, edge_part: Tensor, dim: int, extremes: tuple[bool, bool]):
+        stats = message_stats(node_part + edge_part, dim, extremes)
+        ctx.dim, ctx.extremes = dim, extremes
+        ctx.save_for_backward(node_part, edge_part, *stats[2:])
         return tuple(stats)
 
     @staticmethod
-    def backward(ctx, g_sum, g_squares, g_max, g_min):
-        node_part, edge_part, *extremes = ctx.saved_tensors
-        dim = ctx.dim
-        m = node_part + edge_part
-        grad = torch.addcmul(g_sum.unsqueeze(dim), m, 2 * g_squares.unsqueeze(dim))
-        grads = [g for g, want in zip((g_max, g_min), ctx.wants) if want]
-        for sign, v, g in zip([s for s, want in zip((1, -1), ctx.wants) if want], extremes, grads):
-            at_extreme = (m - v.unsqueeze(dim)).mul_(sign).sign_().add_(1)  # 1 where m equals the max/min, else 0
-            grad.addcmul_(at_extreme, g.unsqueeze(dim))
+    def backward(ctx, *grads):
+        node_part, edge_part, *values = ctx.saved_tensors
+        grad = message_stats_grad(node_part + edge_part, ctx.dim, ctx.extremes, values, grads)
         broadcast = [d for d in range(grad.dim()) if node_part.shape[d] == 1 and grad.shape[d] != 1]
         node_grad = grad.sum(broadcast, keepdim=True) if broadcast else grad  # sum over [] would sum everything
-        return node_grad, grad, None, None, None
+        return node_grad, grad, None, None
 
 
 class _Pool:
@@ -76,6 +65,7 @@ class _Pool:
 
     def __init__(self, aggregators: Sequence[str], num_graphs: int, num_nodes: int) -> None:
         self.extremes = [a for a in _EXTREMES if a in aggregators]
+        self.wants = tuple(a in self.extremes for a in _EXTREMES)  # (max, min), as message_stats takes them
         self.num_graphs, self.num_nodes = num_graphs, num_nodes
         self.index: list[Tensor] = []
         self.parts: dict[str, list[Tensor]] = {k: [] for k in ("sum", "squares", *self.extremes)}
@@ -83,8 +73,7 @@ class _Pool:
     def reduce(self, nodes: slice, node_part: Tensor, edge_part: Tensor, dim: int) -> None:
         """Messages ``node_part + edge_part`` (broadcast to a grid block ``[G, num_dst, num_src, C]``)
         to nodes ``nodes`` of every graph, reduced over the block's axis ``dim``."""
-        stats = _BlockStats.apply(node_part, edge_part, dim, "max" in self.extremes, "min" in self.extremes)
-        self.add(nodes, [v for v in stats if v is not None])
+        self.add(nodes, _BlockStats.apply(node_part, edge_part, dim, self.wants))
 
     def add(self, nodes: slice, stats: Sequence[Tensor]) -> None:
         """Statistics ``[G, len(nodes), C]`` (sum, squares, then the extremes) of nodes ``nodes``."""
@@ -180,25 +169,24 @@ class EdgeUpdateConv(MessagePassing):
         w_edges = None if fused is None else torch.cat([w_messages, self.edge_out.weight])
         updated = []
         for grid, e in zip(grids.grids, parts):
-            if fused is not None:
-                outputs = fused_edge_block(
-                    e, src_g[:, None, grid.src], dst_g[:, grid.dst, None], fwd_g[:, None, grid.src],
-                    bwd_g[:, grid.dst, None], self.edge_self.weight, w_edges, self.edge_out.bias,
-                    fused.norm.weight, fused.norm.bias, fused.norm.eps,
-                    tuple(a in incoming.extremes for a in _EXTREMES), fused.kernels,
-                )  # fmt: skip
-                per_direction = (len(outputs) - 1) // 2
-                incoming.add(grid.dst, outputs[1 : 1 + per_direction])
-                outgoing.add(grid.src, outputs[1 + per_direction :])
-                updated.append(outputs[0])
+            src, dst = src_g[:, None, grid.src], dst_g[:, grid.dst, None]
+            fwd, bwd = fwd_g[:, None, grid.src], bwd_g[:, grid.dst, None]
+            if fused is None:
+                pre = torch.addmm((src + dst).reshape(-1, c), e.reshape(-1, c), self.edge_self.weight.T)
+                h = nn.functional.silu(pre).view(G, grid.num_dst, grid.num_src, c)
+                fwd_edge, bwd_edge = (h @ w_messages.T).split(c, dim=-1)
+                incoming.reduce(grid.dst, fwd, fwd_edge, dim=2)
+                outgoing.reduce(grid.src, bwd, bwd_edge, dim=1)
+                updated.append(self.edge_out(h))
                 continue
-            ends = src_g[:, None, grid.src] + dst_g[:, grid.dst, None]
-            pre = torch.addmm(ends.reshape(-1, c), e.reshape(-1, c), self.edge_self.weight.T)
-            h = nn.functional.silu(pre).view(G, grid.num_dst, grid.num_src, c)
-            fwd_edge, bwd_edge = (h @ w_messages.T).split(c, dim=-1)
-            incoming.reduce(grid.dst, fwd_g[:, None, grid.src], fwd_edge, dim=2)
-            outgoing.reduce(grid.src, bwd_g[:, grid.dst, None], bwd_edge, dim=1)
-            updated.append(self.edge_out(h))
+            norm = fused.norm
+            y, *stats = fused_edge_block(
+                e, src, dst, fwd, bwd, self.edge_self.weight, w_edges, self.edge_out.bias,
+                norm.weight, norm.bias, norm.eps, incoming.wants, fused.kernels,
+            )  # fmt: skip
+            incoming.add(grid.dst, stats[: len(stats) // 2])
+            outgoing.add(grid.src, stats[len(stats) // 2 :])
+            updated.append(y)
         index = edge_index[:, grids.rest_ids]
         e = self.edge_updater(index, src_part=src_part, dst_part=dst_part, edge_attr=parts[-1])
         fwd_edge, bwd_edge = self.message_edges(e).split(c, dim=-1)
