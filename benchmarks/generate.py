@@ -29,12 +29,17 @@ Stages, all in one run:
    random training member, the members of the most similar training task (the most classes
    mapped to the same outputs), and an oracle recombination told the task's class -> output map
    (each output's head row from training members with the same pair; see :func:`composed`);
-3. held-out tasks: fine-tuning from generated weights, random init, the zoo's base (fine-tuned
-   zoos) and the training mean, with each task member's own training setup, for 40 epochs:
+   then, on every held-out task and up to 32 held-in ones (``Tasks.checked``), 16 *selected*
+   members: the 16 of 64 draws with the lowest loss on the same conditioning set
+   (``WeightGenerator.sample(candidates=64)``; still no gradient step, but the conditioning
+   samples are read twice), reported beside the plain draws with their own targets;
+3. held-out tasks: fine-tuning from generated weights (drawn and selected), random init, the zoo's
+   base (fine-tuned zoos) and the training mean, with each task member's own training setup, for 40 epochs:
    epochs until the task's zoo median (``FINETUNE_EPOCHS``);
-4. memorization: each generated member's distance to its nearest training member after weight
-   matching, and their prediction agreement, beside two independently trained members of one task
-   and a training member plus noise of the generated spread;
+4. memorization (drawn and selected members): each generated member's distance to its nearest
+   training member after weight matching, and their prediction agreement, beside two
+   independently trained members of one task and a training member plus noise of the generated
+   spread;
 5. p-diff: an unconditional generator on the members of one task, generated vs original accuracy.
 
 Last line: one JSON object.
@@ -79,6 +84,7 @@ ZOOS = {"mnist1d-conflict": "tiny-mnist1d-conflict", "mnist1d-conflict-ft": "tin
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
 MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly spaced; all held-out ones are)
+CANDIDATES = 4 * PER_TASK  # draws per task for the selected members: the PER_TASK of lowest conditioning loss
 FINETUNE_EPOCHS = 40  # every fine-tuning start's budget: twice mnist1d-conflict's 20 epochs, so random init arrives
 
 
@@ -147,6 +153,13 @@ class Tasks:
     def training_members(self) -> list[int]:
         return sorted(i for k in self.heldin for i in self.members[k])
 
+    @property
+    def checked(self) -> list[str]:
+        """Every held-out task and at most MEMO_HELDIN evenly spaced held-in ones, in key order: the
+        tasks of the memorization stage and of the selected members."""
+        heldin = set(self.heldin[:: math.ceil(len(self.heldin) / MEMO_HELDIN)])
+        return [k for k in self.keys if k in self.heldout or k in heldin]
+
 
 @functools.cache
 def label_map(key: str) -> dict[int, int]:
@@ -196,11 +209,14 @@ def median_acc(zoo, flat: torch.Tensor, member: int) -> float:
 
 
 def generate(
-    zoo, gen: WeightGenerator, members: list[int], n: int, seed: int, guidance: float | None = None
-) -> torch.Tensor:
-    """``n`` members for the task of ``members``, conditioned on a set drawn from its training data."""
+    zoo, gen: WeightGenerator, members: list[int], n: int, seed: int, guidance: float | None = None,
+    candidates: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``n`` members for the task of ``members``, conditioned on a set drawn from its training data
+    (with ``candidates``: the ``n`` of that many draws with the lowest loss on that set)."""
     hp = stored_hparams(zoo, [members[0]])[0]
-    return gen.sample(n, conditioning_set(zoo, hp, members[0], gen, seed), seed=seed, guidance=guidance)
+    cond = conditioning_set(zoo, hp, members[0], gen, seed)
+    return gen.sample(n, cond, seed=seed, guidance=guidance, candidates=candidates)
 
 
 def guided_ratios(zoo, gen: WeightGenerator, tasks: Tasks, guidance: float) -> dict[str, float]:
@@ -263,19 +279,17 @@ def epochs_to(curve: np.ndarray, target: float) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1), curve.shape[1])
 
 
-def starts_of(zoo) -> tuple[str, ...]:
-    return ("generated", "random", "base", "train_mean") if zoo.fine_tuned else ("generated", "random", "train_mean")
-
-
-def finetune(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], mean: torch.Tensor, epochs: int) -> list[dict]:
-    """Stage 3 on the held-out tasks."""
+def finetune(
+    zoo, tasks: Tasks, generated: dict[str, dict[str, torch.Tensor]], mean: torch.Tensor, epochs: int
+) -> list[dict]:
+    """Stage 3 on the held-out tasks; ``generated`` names each generated start (its members per task)."""
     rows = []
     for key in tasks.heldout:
         m = tasks.members[key]
         target = float(np.median(zoo.metric("test_acc", m)))
-        starts = {"generated": generated[key][: len(m)], "random": random_init(zoo, m),
-                  "base": zoo.base_params(m) if zoo.fine_tuned else None, "train_mean": mean.expand(len(m), -1)}
-        starts = {k: v for k, v in starts.items() if k in starts_of(zoo)}  # fmt: skip
+        starts = {name: members[key][: len(m)] for name, members in generated.items()}
+        starts |= {"random": random_init(zoo, m)} | ({"base": zoo.base_params(m)} if zoo.fine_tuned else {})
+        starts["train_mean"] = mean.expand(len(m), -1)
         row = {"task": key, "target": target}
         for name, init in starts.items():
             curve = curves(zoo, m, init, epochs)
@@ -297,8 +311,7 @@ def memorization(zoo, tasks: Tasks, generated: dict[str, torch.Tensor], train_fl
     out = {"gen_dist": [], "gen_agree": [], "same_task": [], "pair_dist": [], "pair_agree": [],
            "noise_dist": [], "noise_agree": [], "heldout": []}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    heldin = tasks.heldin[:: math.ceil(len(tasks.heldin) / MEMO_HELDIN)]
-    for key in [k for k in tasks.keys if k in tasks.heldout or k in heldin]:
+    for key in tasks.checked:
         m = tasks.members[key]
         x = hparams_data(zoo, stored_hparams(zoo, [m[0]])[0], zoo.member_architecture(m[0])).x_test
         for g in generated[key][:MEMO_PER_TASK]:
@@ -338,6 +351,19 @@ def pdiff(zoo, tasks: Tasks, cfg: GeneratorConfig) -> dict:
         "gen_best": float(gen_acc.max()), "orig_best": float(orig.max()), "seconds": trained.seconds,
         "nn_distance_ratio": float(np.median(nearest) / pair),
     }  # fmt: skip
+
+
+def selected_rows(zoo, tasks: Tasks, selected: dict, rows: list[dict]) -> list[dict]:
+    """Per checked task: the generated and the selected members' median test accuracy, the zoo
+    median and the best unconditioned baseline (from stage 2's ``rows``)."""
+    unconditioned = ("random_init", "base", "train_mean", "train_member")
+    by_task = {r["task"]: r for r in rows}
+    return [
+        {"task": key, "heldout": key in tasks.heldout, "zoo_median": by_task[key]["zoo_median"],
+         "gen_median": by_task[key]["gen_median"], "sel_median": median_acc(zoo, members, tasks.members[key][0]),
+         "baseline": float(np.nanmax([by_task[key][k] for k in unconditioned]))}
+        for key, members in selected.items()
+    ]  # fmt: skip
 
 
 def show_tasks(rows: list[dict]) -> None:
@@ -403,6 +429,9 @@ def main() -> None:
         generate(zoo, gen, tasks.members[tasks.keys[0]], 100, seed=99)
         sample_s = time.perf_counter() - start
         generated = {k: generate(zoo, gen, tasks.members[k], PER_TASK, seed=i) for i, k in enumerate(tasks.keys)}
+        seeds = {k: i for i, k in enumerate(tasks.keys)}  # the same conditioning sets as `generated`
+        selected = {k: generate(zoo, gen, tasks.members[k], PER_TASK, seeds[k], candidates=CANDIDATES)
+                    for k in tasks.checked}  # fmt: skip
         guided = guided_ratios(zoo, gen, tasks, 2.0)
         with torch.no_grad():
             rec = gen.autoencoder.reconstruct(train_flat[:64])
@@ -413,9 +442,11 @@ def main() -> None:
               f"{trained.diffusion_loss:.4f}); 100 members sampled in {sample_s:.1f} s")  # fmt: skip
         print(f"autoencoder reconstruction: test accuracy / original, median {np.median(rec_acc):.3f}\n")
         show_tasks(rows)
+        picked = selected_rows(zoo, tasks, selected, rows)
         epochs = FINETUNE_EPOCHS
-        ft = finetune(zoo, tasks, generated, train_flat.mean(0), epochs)
+        ft = finetune(zoo, tasks, {"generated": generated, "selected": selected}, train_flat.mean(0), epochs)
         memo = memorization(zoo, tasks, generated, train_flat, train_keys)
+        memo_sel = memorization(zoo, tasks, selected, train_flat, train_keys)
         pd = pdiff(zoo, tasks, pdiff_config(cfg, args.quick))
 
     heldin = [r for r in rows if not r["heldout"]]
@@ -430,9 +461,16 @@ def main() -> None:
     print(f"  held-out generated / best unconditioned baseline: {np.median(baseline):.3f}")
     print(f"  held-out composed (oracle recombination)/zoo median {ratio(heldout, 'composed', 'zoo_median'):.3f}")
     print(f"  with classifier-free guidance 2.0: held-in {guided['held-in']:.3f}, held-out {guided['held-out']:.3f}")
+    sel_in, sel_out = [r for r in picked if not r["heldout"]], [r for r in picked if r["heldout"]]
+    print(f"\nselected: the {PER_TASK} of {CANDIDATES} draws with the lowest loss on the conditioning set "
+          f"(generated/zoo median, medians over tasks)")  # fmt: skip
+    for name, rs in ((f"held-in ({len(sel_in)} tasks)", sel_in), (f"held-out ({len(sel_out)} tasks)", sel_out)):
+        print(f"  {name:<22} drawn {ratio(rs, 'gen_median', 'zoo_median'):.3f}   "
+              f"selected {ratio(rs, 'sel_median', 'zoo_median'):.3f}")  # fmt: skip
+    print(f"  held-out selected / best unconditioned baseline: {ratio(sel_out, 'sel_median', 'baseline'):.3f}")
 
     print(f"\nfine-tuning on held-out tasks ({epochs} epochs; epochs to the task's zoo median, mean over members)")
-    starts = [s for s in ("generated", "random", "base", "train_mean") if s in ft[0]]
+    starts = [s for s in ("generated", "selected", "random", "base", "train_mean") if s in ft[0]]
     print(f"{'task':<46}{'target':>8}" + "".join(f"{s:>12}{s[:4] + ' acc0':>12}" for s in starts))
     for r in ft:
         t = json.loads(r["task"])
@@ -448,6 +486,7 @@ def main() -> None:
         ("generated -> nearest training member", memo["gen_dist"], memo["gen_agree"]),
         ("  held-in tasks", memo["gen_dist"][~memo["heldout"]], memo["gen_agree"][~memo["heldout"]]),
         ("  held-out tasks", memo["gen_dist"][memo["heldout"]], memo["gen_agree"][memo["heldout"]]),
+        ("selected -> nearest training member", memo_sel["gen_dist"], memo_sel["gen_agree"]),
         ("two independent members of one task", memo["pair_dist"], memo["pair_agree"]),
         ("training member + noise of generated spread", memo["noise_dist"], memo["noise_agree"]),
     ):
@@ -470,6 +509,14 @@ def main() -> None:
         "finetune_epoch_ratio_vs_base": ft_means["generated"] / ft_means["base"] if "base" in ft_means else None,
         "finetune_epochs": ft_means,
         "nn_distance_ratio": float(np.median(memo["gen_dist"]) / np.median(memo["pair_dist"])),
+        "candidates": CANDIDATES,
+        "heldin_ratio_checked": ratio(sel_in, "gen_median", "zoo_median"),
+        "heldin_ratio_selected": ratio(sel_in, "sel_median", "zoo_median"),
+        "heldout_ratio_selected": ratio(sel_out, "sel_median", "zoo_median"),
+        "heldout_vs_best_baseline_selected": ratio(sel_out, "sel_median", "baseline"),
+        "finetune_epoch_ratio_selected": ft_means["selected"] / ft_means["random"],
+        "nn_distance_ratio_selected": float(np.median(memo_sel["gen_dist"]) / np.median(memo["pair_dist"])),
+        "nn_agreement_selected": float(np.median(memo_sel["gen_agree"])),
         "nn_agreement": float(np.median(memo["gen_agree"])),
         "pair_agreement": float(np.median(memo["pair_agree"])),
         "nearest_same_task": same,
@@ -484,6 +531,12 @@ def main() -> None:
         "heldout_above_every_unconditioned_baseline": result["heldout_vs_best_baseline"] > 1.0,
         "heldout_at_least_0.7": result["heldout_ratio"] >= 0.7,
         "finetune_at_most_one_third": result["finetune_epoch_ratio"] <= 1 / 3,
+    }
+    result["targets_selected"] = {  # held-in on the checked tasks only (see Tasks.checked)
+        "heldin_at_least_0.9": result["heldin_ratio_selected"] >= 0.9,
+        "heldout_above_every_unconditioned_baseline": result["heldout_vs_best_baseline_selected"] > 1.0,
+        "heldout_at_least_0.7": result["heldout_ratio_selected"] >= 0.7,
+        "finetune_at_most_one_third": result["finetune_epoch_ratio_selected"] <= 1 / 3,
     }
     print(json.dumps(result))
 

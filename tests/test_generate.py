@@ -18,6 +18,7 @@ from weightzoo.metanet.diffusion import (
     FitOptions,
     GeneratorConfig,
     TaskSamples,
+    conditioning_set,
     contrastive_loss,
     generate_members,
     load_generator,
@@ -25,6 +26,7 @@ from weightzoo.metanet.diffusion import (
     task_key,
     train_generator,
 )
+from weightzoo.metanet.functional import Functional
 from weightzoo.zoo.evaluate import stored_hparams
 
 TINY = dict(
@@ -150,6 +152,26 @@ def test_generator_round_trips_and_samples_reproducibly(generator_dir, tasks_zoo
         assert open_zoo(tmp_path / "a.zarr").column("seed").tolist() == [z.column("seed", [5])[0]] * 3
 
 
+def test_candidates_keep_the_draws_with_the_lowest_conditioning_loss(generator_dir, tasks_zoo, tmp_path, capsys):
+    gen = load_generator(generator_dir)
+    with open_zoo(tasks_zoo) as z:
+        x, y = conditioning_set(z, stored_hparams(z, [5])[0], 5, gen, seed=0)
+    drawn = gen.sample(8, (x, y), seed=3)
+    kept = gen.sample(3, (x, y), seed=3, candidates=8)
+    logits = Functional(gen.meta["architecture"]).outputs(drawn, x)  # [8, S, outputs]
+    loss = torch.stack([torch.nn.functional.cross_entropy(row, y) for row in logits])
+    order = torch.argsort(loss)
+    assert torch.equal(kept, drawn[order[:3]])  # the 3 lowest, lowest first
+    assert loss[order[:3]].max() <= loss[order[3:]].min()
+    out = tmp_path / "kept.zarr"
+    code, _, err = run(capsys, "generate", "sample", generator_dir, "--like-member", 5, "--n", 3,
+                       "--candidates", 8, "--out", out)  # fmt: skip
+    assert code == 0, err
+    with open_zoo(out) as stored:  # the CLI draws its conditioning set with --seed 0, samples with it too
+        assert stored.attrs["source"]["generated"]["candidates"] == 8
+        np.testing.assert_array_equal(stored.params().float().numpy(), gen.sample(3, (x, y), candidates=8).numpy())
+
+
 def test_generated_store_opens_verifies_and_evaluates_like_a_zoo(generator_dir, tasks_zoo, tmp_path, capsys):
     out = tmp_path / "gen.zarr"
     code, text, err = run(capsys, "generate", "sample", generator_dir, "--task", "classes=0,1,2 label_perm=2",
@@ -193,6 +215,8 @@ def test_unconditional_and_partial_generation_keep_the_other_layers(tasks_zoo, t
         fixed = z.layout.size - z.layout[f"{head}.weight"].numel - z.layout[f"{head}.bias"].numel
         base = z.params([members[1]])[0]
     assert not gen.conditional and gen.tokenizer.layer_names == [head]
+    with pytest.raises(SpecError, match="--candidates ranks members on the conditioning set; this generator is unc"):
+        gen.sample(2, candidates=4)
     aligned = result.params[:, :fixed]
     # the member's own hidden layers, aligned to the generator's reference: a permutation of its values
     assert torch.allclose(aligned.sort(dim=1).values, base[:fixed].sort().values.expand(3, -1))
@@ -209,6 +233,7 @@ def test_unconditional_and_partial_generation_keep_the_other_layers(tasks_zoo, t
         ("class-out-of-range", "names a class >= 10"),
         ("no-task", "give exactly one of --task VARIANT or --like-member I"),
         ("n-zero", "--n must be >= 1"),
+        ("few-candidates", "--candidates must be at least --n (2), got 1"),
         ("tampered", "checksum differs"),
         ("not-a-generator", "config.json: missing"),
         ("out-exists", "already exists; choose another path"),
@@ -228,6 +253,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         "class-out-of-range": [*sample, "--task", "classes=0,1,12"],
         "no-task": sample,
         "n-zero": ["generate", "sample", generator_dir, "--out", out, "--n", 0, "--like-member", 0],
+        "few-candidates": [*sample, "--like-member", 0, "--candidates", 1],
         "not-a-generator": ["generate", "sample", tmp_path, "--out", out, "--like-member", 0],
         "out-exists": ["generate", "sample", generator_dir, "--out", tmp_path / "exists.zarr", "--like-member", 0],
         "bad-condition": ["generate", "train", "--zoo", tasks_zoo, "--out", tmp_path / "g", "--condition", "labels"],

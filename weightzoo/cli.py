@@ -577,6 +577,9 @@ def generate_sample(
     n: int = typer.Option(16, "--n", help="members to generate"),
     zoo: str | None = typer.Option(None, "--zoo", help="the zoo whose task to use (default: the training zoo)"),
     seed: int = typer.Option(0, "--seed", help="seeds the conditioning set and the sampler"),
+    candidates: int | None = typer.Option(
+        None, "--candidates", help="draw this many and keep the --n with the lowest loss on the conditioning set"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     revision: str | None = typer.Option(None, "--revision", help="model repo branch, tag or commit"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
@@ -590,8 +593,9 @@ def generate_sample(
     device = check_device(device)
     generator = load_generator(run, device=device, revision=revision)
     result = generate_members(
-        generator, out, zoo=zoo, task=task, like_member=like_member, n=n, seed=seed, overwrite=overwrite, device=device
-    )
+        generator, out, zoo=zoo, task=task, like_member=like_member, n=n, seed=seed, candidates=candidates,
+        overwrite=overwrite, device=device,
+    )  # fmt: skip
     acc = result.metrics.get("test_acc")
     summary = "" if acc is None else f"test_acc median {np.median(acc):.4f} (min {acc.min():.4f}, max {acc.max():.4f})"
     typer.echo(f"{out}: {n} generated members for {result.task}; {summary}")

@@ -9,6 +9,7 @@ from .generator import (
     TrainedGenerator,
     WeightGenerator,
     load_generator,
+    select_on_conditioning,
     task_key,
     train_generator,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "layer_slices",
     "load_generator",
     "parse_task",
+    "select_on_conditioning",
     "task_key",
     "timestep_embedding",
     "train_generator",

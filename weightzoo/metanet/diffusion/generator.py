@@ -28,6 +28,7 @@ from ...zoo.evaluate import MemberData, hparams_data, stored_hparams, zoo_task
 from ...zoo.opener import open_zoo
 from ...zoo.store import ZooStore, opened
 from ..align import Aligner
+from ..functional import Functional
 from ..saved import SavedOnHub, hub_folder, load_state, read_folder, save_folder
 from .autoencoder import AutoencoderConfig, WeightAutoencoder
 from .dataset import DatasetEncoder, EncoderConfig, TaskSamples, contrastive_loss, draw_sets
@@ -177,6 +178,16 @@ class WeightGenerator(
         if labels and (min(labels) < 0 or max(labels) >= outputs):
             raise SpecError(f"{where}: labels {labels} fall outside the networks' {outputs} outputs")
 
+    def check_candidates(self, n: int, candidates: int | None) -> None:
+        """Refuse ``candidates`` (see :meth:`sample`) below ``n`` or for an unconditional generator."""
+        if candidates is None:
+            return
+        if not self.conditional:
+            raise SpecError("generator: --candidates ranks members on the conditioning set; "
+                            "this generator is unconditional (--condition none)")  # fmt: skip
+        if candidates < n:
+            raise SpecError(f"generator: --candidates must be at least --n ({n}), got {candidates}")
+
     @torch.no_grad()
     def sample(
         self,
@@ -187,12 +198,20 @@ class WeightGenerator(
         seed: int = 0,
         steps: int | None = None,
         guidance: float | None = None,
+        candidates: int | None = None,
     ) -> Tensor:
         """``n`` generated members ``[n, P]``: for a conditioning set ``(x [S, F], y [S])`` (one
         task's samples, each class present), or unconditioned. ``base [P]`` gives the layers a
-        partial generator does not generate (default: its reference member)."""
+        partial generator does not generate (default: its reference member). With ``candidates``
+        (conditioned only), that many are drawn and the ``n`` of lowest loss on the conditioning
+        set are returned, best first (:func:`select_on_conditioning`): still no gradient step, but
+        the conditioning samples are then read twice, by the encoder and by the ranking."""
         if n < 1:
             raise SpecError(f"generator: --n must be >= 1, got {n}")
+        if candidates is not None:
+            self.check_candidates(n, candidates)
+            drawn = self.sample(candidates, conditioning, base=base, seed=seed, steps=steps, guidance=guidance)
+            return select_on_conditioning(self.meta["architecture"], drawn, conditioning, n)
         self.eval()
         device = self.base.device
         gen = torch.Generator(device=device).manual_seed(int(seed))
@@ -228,6 +247,16 @@ class WeightGenerator(
             f"{self.__class__.__name__}(condition={c.condition!r}, tokens={self.tokenizer.num_tokens}, "
             f"layers={self.tokenizer.layer_names if self.partial else 'all'}, zoo={self.meta.get('zoo')!r})"
         )
+
+
+def select_on_conditioning(
+    architecture: dict[str, Any], flat: Tensor, conditioning: tuple[Tensor, Tensor], n: int
+) -> Tensor:
+    """The ``n`` rows of ``flat [K, P]`` with the lowest mean cross-entropy on the conditioning set
+    ``(x, y)`` (labels are output ids), lowest first; ties keep their draw order."""
+    x, y = conditioning
+    loss = Functional(architecture).scores(flat, x, y, "classification")["loss"]
+    return flat[torch.sort(loss, stable=True).indices[:n]]
 
 
 def load_generator(source: str | os.PathLike, device: str = "cpu", revision: str | None = None) -> WeightGenerator:

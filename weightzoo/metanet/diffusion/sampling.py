@@ -115,14 +115,18 @@ def generate_members(
     n: int = 16,
     seed: int = 0,
     conditioning: tuple[Tensor, Tensor] | None = None,
+    candidates: int | None = None,
     overwrite: bool = False,
     device: str = "cpu",
 ) -> GeneratedMembers:
     """Generate ``n`` members for a task (``task`` text or ``like_member``) of ``zoo`` (default the
     generator's training zoo), evaluate them on it and write them to ``out`` as a zoo. The
-    conditioning set is drawn from the task's training data unless ``conditioning`` gives one."""
+    conditioning set is drawn from the task's training data unless ``conditioning`` gives one; with
+    ``candidates``, the ``n`` of that many draws that fit it best are kept (see
+    :meth:`~.generator.WeightGenerator.sample`)."""
     if n < 1:
         raise SpecError(f"--n must be >= 1, got {n}")
+    generator.check_candidates(n, candidates)
     if Path(out).exists() and not overwrite:
         raise StoreError(f"{out}: already exists; choose another path or pass overwrite=True (--overwrite)")
     ensure_writable(out)
@@ -138,11 +142,11 @@ def generate_members(
             if generator.config.align:
                 base = member_aligner(z.layout, z.perm_spec, z.path).align(generator.base.cpu(), base)[0]
         generator = generator.to(device)
-        flat = generator.sample(n, cond, base=base, seed=seed).cpu()
+        flat = generator.sample(n, cond, base=base, seed=seed, candidates=candidates).cpu()
         source = {
             "generated": {
                 "generator_zoo": generator.meta.get("zoo"), "task": task_key(hp), "like_member": like_member,
-                "seed": seed, "n": n, "condition": generator.config.condition,
+                "seed": seed, "n": n, "candidates": candidates, "condition": generator.config.condition,
                 "layers": list(generator.config.layers) if generator.partial else None,
             }
         }  # fmt: skip
