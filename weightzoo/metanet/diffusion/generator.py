@@ -255,8 +255,8 @@ def select_on_conditioning(
     """The ``n`` rows of ``flat [K, P]`` with the lowest mean cross-entropy on the conditioning set
     ``(x, y)`` (labels are output ids), lowest first; ties keep their draw order."""
     x, y = conditioning
-    loss = Functional(architecture).scores(flat, x, y, "classification")["loss"]
-    return flat[torch.sort(loss, stable=True).indices[:n]]
+    loss = Functional(architecture, device=flat.device).scores(flat, x, y, "classification")["loss"]
+    return flat[torch.sort(loss, stable=True).indices[:n].to(flat.device)]
 
 
 def load_generator(source: str | os.PathLike, device: str = "cpu", revision: str | None = None) -> WeightGenerator:
