@@ -35,7 +35,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,53 @@ def _listed(text: str | None, cast=str) -> list | None:
     return None if text is None else [cast(v) for v in text.split(",")]
 
 
+@dataclass
+class Cell:
+    """One model on one zoo and training fraction: its runs, recorded in ``out_file`` as they finish
+    (``done``: the runs recorded before, reused) and collected in ``rows``."""
+
+    zoo: str
+    task: str
+    path: Path
+    model: str
+    fraction: float
+    options: TrainOptions
+    split: SplitSpec
+    done: dict
+    out_file: Path
+    rows: list
+
+    def run(self, augment: str | None, seed: int) -> dict:
+        args = json.dumps(model_and_args(self.zoo, self.model)[1], sort_keys=True)
+        row = self.done.get((self.zoo, self.model, args, self.fraction, augment or "none", seed))
+        if row is None:
+            opts = replace(self.options, augment=augment, seed=seed)
+            row = record(self.path, self.zoo, self.task, self.model, opts, self.split, self.fraction)
+            with self.out_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        print(
+            f"{self.zoo:<12} {self.model:<11} {self.fraction:>4.0%} s{seed} {row['augment']:<58} "
+            f"val {row['val']:.4f} test {row['test']:.4f} ({row['epochs']} epochs, "
+            f"best {row['best_epoch']}, {row['seconds']:.0f} s)",
+            flush=True,
+        )
+        return row
+
+
+def cell_runs(
+    run: Callable[[str | None, int], dict], augments: list[str], seeds: int
+) -> list[tuple[dict, dict | None]]:
+    """Per training seed: ``run`` without augmentation, and the run of ``augments`` with the best
+    validation score (the first on a tie; None without candidates)."""
+    per_seed = []
+    for seed in range(seeds):
+        plain = run(None, seed)
+        augmented = [run(a, seed) for a in augments]
+        per_seed.append((plain, max(augmented, key=lambda r: r["val"], default=None)))
+    return per_seed
+
+
 def summarize(results: dict, name: str, per_seed: list[tuple[dict, dict | None]]) -> None:
     """Enter one cell's runs ``(no augmentation, best augmented)`` per seed into ``results`` under
     key ``name`` (the mean over seeds; with several seeds also each seed's and the gains')."""
@@ -192,31 +240,9 @@ def main() -> None:
             for model in models:
                 if model in REFERENCES and fraction != 1.0:
                     continue
-                candidates = [None, *([] if model in REFERENCES else AUGMENTS[name])]
-                model_args = json.dumps(model_and_args(name, model)[1], sort_keys=True)
-                per_seed = []
-                for seed in range(args.seeds):
-                    best = None
-                    for augment in candidates:
-                        row = done.get((name, model, model_args, fraction, augment or "none", seed))
-                        if row is None:
-                            opts = replace(options, augment=augment, seed=seed)
-                            row = record(path, name, task, model, opts, split, fraction)
-                            with out_file.open("a") as f:
-                                f.write(json.dumps(row) + "\n")
-                        rows.append(row)
-                        print(
-                            f"{name:<12} {model:<11} {fraction:>4.0%} s{seed} {row['augment']:<58} "
-                            f"val {row['val']:.4f} test {row['test']:.4f} ({row['epochs']} epochs, "
-                            f"best {row['best_epoch']}, {row['seconds']:.0f} s)",
-                            flush=True,
-                        )
-                        if augment is None:
-                            plain = row
-                        elif best is None or row["val"] > best["val"]:
-                            best = row
-                    per_seed.append((plain, best))
-                summarize(results, key(prefix, model, fraction), per_seed)
+                cell = Cell(name, task, path, model, fraction, options, split, done, out_file, rows)
+                augments = [] if model in REFERENCES else AUGMENTS[name]
+                summarize(results, key(prefix, model, fraction), cell_runs(cell.run, augments, args.seeds))
     print()
     print(f"{'zoo':<12} {'model':<11} {'data':>5} {'seed':>4} {'augment':<58} {'val':>7} {'test':>7} "
           f"{'epochs':>6} {'s':>6}")  # fmt: skip
