@@ -12,9 +12,10 @@ block's source axis (incoming) and target axis (outgoing). Every one of these te
 large as the block, and on CPU running them over a whole batch at once is bound by memory
 traffic (a ``[64 * 1280, 32] x [32, 32]`` GEMM runs at about half the rate of an ``[8192, 32]``
 one here). :class:`FusedEdgeBlock` runs them a few graphs at a time, so a chunk's intermediates stay
-in cache, keeps nothing for backward but its inputs, and in backward recomputes a chunk and
-takes its gradients at once, again in cache. ``kernels`` may be compiled (``torch.compile``);
-the chunk size is :data:`CHUNK_EDGES` edges.
+in cache, keeps nothing for backward but its inputs, the extremes and the LayerNorm's mean and
+inverse deviation per edge (8 bytes an edge, which spares backward a pass to recompute them), and
+in backward recomputes a chunk and takes its gradients at once, again in cache. ``kernels`` may be
+compiled (``torch.compile``); the chunk size is :data:`CHUNK_EDGES` edges.
 """
 
 from __future__ import annotations
@@ -34,25 +35,26 @@ def block_forward(
     e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor,
     b_out: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, extremes: tuple[bool, bool],
 ) -> tuple[Tensor, ...]:  # fmt: skip
-    """One chunk: the updated edges ``y``, then incoming and outgoing statistics (sum, sum of
-    squares, and max / min where ``extremes`` asks), each direction's in that order."""
+    """One chunk: the updated edges ``y``, the LayerNorm's mean and inverse deviation ``[..., 1]``,
+    then incoming and outgoing statistics (sum, sum of squares, and max / min where ``extremes``
+    asks), each direction's in that order."""
     _, h, fwd_m, bwd_m, x = _edge_terms(e, src, dst, fwd, bwd, w_self, w_edges, b_out)
-    y = F.layer_norm(x, (e.shape[-1],), ln_w, ln_b, eps)
-    return y, *message_stats(fwd_m, 2, extremes), *message_stats(bwd_m, 1, extremes)
+    variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(variance + eps)
+    y = (x - mean) * rstd * ln_w + ln_b
+    return y, mean, rstd, *message_stats(fwd_m, 2, extremes), *message_stats(bwd_m, 1, extremes)
 
 
 def block_backward(
     e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor,
-    b_out: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, extremes: tuple[bool, bool],
+    b_out: Tensor, ln_w: Tensor, ln_b: Tensor, mean: Tensor, rstd: Tensor, extremes: tuple[bool, bool],
     fwd_extremes: list[Tensor], bwd_extremes: list[Tensor], dy: Tensor, fwd_grads: list[Tensor],
     bwd_grads: list[Tensor],
 ) -> tuple[Tensor, ...]:  # fmt: skip
-    """One chunk's forward again, then the gradients of its inputs (``e, src, dst, fwd, bwd``,
-    shaped like them) and of the weights (``w_self, w_edges, b_out, ln_w, ln_b``, this chunk's
-    share) from the gradients of its outputs."""
+    """One chunk's forward again (but the LayerNorm's saved ``mean`` and ``rstd``), then the
+    gradients of its inputs (``e, src, dst, fwd, bwd``, shaped like them) and of the weights
+    (``w_self, w_edges, b_out, ln_w, ln_b``, this chunk's share) from the gradients of its outputs."""
     pre, h, fwd_m, bwd_m, x = _edge_terms(e, src, dst, fwd, bwd, w_self, w_edges, b_out)
-    variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
-    rstd = torch.rsqrt(variance + eps)
     x_hat = (x - mean) * rstd
     g = dy * ln_w
     dx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
@@ -124,6 +126,30 @@ def _chunks(num_graphs: int, edges_per_graph: int) -> list[slice]:
     return [slice(i, min(i + step, num_graphs)) for i in range(0, num_graphs, step)]
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """What :class:`FusedEdgeBlock` keeps for backward, by name: the block's five inputs, the five
+    weights, the LayerNorm's ``mean`` and ``rstd``, and each direction's extremes (max / min)."""
+
+    inputs: tuple[Tensor, ...]
+    weights: tuple[Tensor, ...]
+    mean: Tensor
+    rstd: Tensor
+    fwd_extremes: tuple[Tensor, ...]
+    bwd_extremes: tuple[Tensor, ...]
+
+    def flat(self) -> tuple[Tensor, ...]:
+        """For ``ctx.save_for_backward``."""
+        return *self.inputs, *self.weights, self.mean, self.rstd, *self.fwd_extremes, *self.bwd_extremes
+
+    @classmethod
+    def unflat(cls, saved: Sequence[Tensor]) -> _Saved:
+        """Inverse of :meth:`flat` (the directions keep as many extremes each)."""
+        half = (len(saved) - 12) // 2
+        return cls(tuple(saved[:5]), tuple(saved[5:10]), saved[10], saved[11], tuple(saved[12 : 12 + half]),
+                   tuple(saved[12 + half :]))  # fmt: skip
+
+
 class FusedEdgeBlock(torch.autograd.Function):
     """``(y, *incoming stats, *outgoing stats)`` of one grid block (see the module docstring),
     computed chunk by chunk; backward recomputes each chunk. Inputs: edges ``e [G, D, S, C]``,
@@ -136,37 +162,29 @@ class FusedEdgeBlock(torch.autograd.Function):
         weights = (w_self, w_edges, b_out, ln_w, ln_b)
         parts = _chunks(e.shape[0], e.shape[1] * e.shape[2])
         results = [kernels.forward(*(t[p] for t in inputs), *weights, eps, extremes) for p in parts]
-        outputs = tuple(torch.cat(column) for column in zip(*results))
-        ctx.eps, ctx.extremes, ctx.kernels, ctx.parts = eps, extremes, kernels, parts
-        ctx.save_for_backward(*inputs, *weights, *_extremes(outputs, extremes))
-        return outputs
+        y, mean, rstd, *stats = (torch.cat(column) for column in zip(*results))
+        ctx.extremes, ctx.kernels, ctx.parts = extremes, kernels, parts
+        k = len(stats) // 2  # per direction: sum, squares, then the extremes
+        ctx.save_for_backward(*_Saved(inputs, weights, mean, rstd, tuple(stats[2:k]), tuple(stats[k + 2 :])).flat())
+        return y, *stats
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, *stat_grads):
-        saved = ctx.saved_tensors
-        inputs, weights, saved_extremes = saved[:5], saved[5:10], saved[10:]
+        saved = _Saved.unflat(ctx.saved_tensors)
         per_direction = len(stat_grads) // 2
         fwd_grads, bwd_grads = stat_grads[:per_direction], stat_grads[per_direction:]
-        count = len(saved_extremes) // 2
-        fwd_ext, bwd_ext = saved_extremes[:count], saved_extremes[count:]
         grads: list[list[Tensor]] = []
         for p in ctx.parts:
             grads.append(ctx.kernels.backward(
-                *(t[p] for t in inputs), *weights, ctx.eps, ctx.extremes,
-                [v[p] for v in fwd_ext], [v[p] for v in bwd_ext], dy[p],
+                *(t[p] for t in saved.inputs), *saved.weights, saved.mean[p], saved.rstd[p], ctx.extremes,
+                [v[p] for v in saved.fwd_extremes], [v[p] for v in saved.bwd_extremes], dy[p],
                 [g[p] for g in fwd_grads], [g[p] for g in bwd_grads],
             ))  # fmt: skip
         columns = list(zip(*grads))
         input_grads = [torch.cat(col) for col in columns[:5]]
         weight_grads = [torch.stack(col).sum(0) for col in columns[5:]]
         return (*input_grads, *weight_grads, None, None, None)
-
-
-def _extremes(outputs: tuple[Tensor, ...], extremes: tuple[bool, bool]) -> list[Tensor]:
-    """The max / min outputs of both directions (each direction: sum, squares, then extremes)."""
-    k = 2 + sum(extremes)
-    return [*outputs[3 : 1 + k], *outputs[3 + k :]]
 
 
 @dataclass(frozen=True)
