@@ -1,6 +1,7 @@
 """The weight generator: dataset encoder, saved generator, generated zoos and `weightzoo generate`."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,6 +151,21 @@ def test_generator_round_trips_and_samples_reproducibly(generator_dir, tasks_zoo
     with open_zoo(tasks_zoo) as z:
         assert a.task == task_key(stored_hparams(z, [5])[0])
         assert open_zoo(tmp_path / "a.zarr").column("seed").tolist() == [z.column("seed", [5])[0]] * 3
+
+
+def test_training_twice_with_one_seed_gives_the_same_generator(tasks_zoo):
+    """The config's seeds decide the generator, whatever the global random state was before."""
+    states = []
+    for outside in (1, 2):
+        torch.manual_seed(outside)
+        trained = train_generator(tasks_zoo, config=GeneratorConfig(**TINY, contrastive_epochs=1))
+        states.append(trained.generator.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    reseeded = replace(TINY["autoencoder_fit"], seed=1)
+    other = train_generator(tasks_zoo, config=GeneratorConfig(**{**TINY, "autoencoder_fit": reseeded}))
+    weights = [name for name, _ in other.generator.autoencoder.named_parameters(prefix="autoencoder")]
+    assert not any(torch.equal(other.generator.state_dict()[k], states[0][k]) for k in weights)
 
 
 def test_candidates_keep_the_draws_with_the_lowest_conditioning_loss(generator_dir, tasks_zoo, tmp_path, capsys):

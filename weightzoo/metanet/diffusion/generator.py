@@ -336,7 +336,9 @@ def train_generator(
         meta = _meta(z, chosen, hparams, samples, epoch)
         if config.align:
             flat = member_aligner(z.layout, z.perm_spec, z.path).align(flat[0], flat)[0]
-    model = WeightGenerator(config, z.layout, meta).to(device)
+    with torch.random.fork_rng(devices=[]):  # the initialization follows the config's seed, not the caller's state
+        torch.manual_seed(config.autoencoder_fit.seed)
+        model = WeightGenerator(config, z.layout, meta).to(device)
     flat = flat.to(device)
     model.base.copy_(flat[0])
     bars = _Bars(progress)
