@@ -71,6 +71,24 @@ def block_backward(
     )  # fmt: skip
 
 
+def block_forward_into(y: Tensor, mean: Tensor, rstd: Tensor, *args) -> tuple[Tensor, ...]:
+    """:func:`block_forward` (``args``) with its first three results written into ``y, mean, rstd``
+    (this chunk's slices of the block's outputs, so no chunk results are concatenated: compiled,
+    the kernel writes them in place); returns the statistics."""
+    results = block_forward(*args)
+    for out, value in zip((y, mean, rstd), results):
+        out.copy_(value)
+    return results[3:]
+
+
+def block_backward_into(de: Tensor, *args) -> tuple[Tensor, ...]:
+    """:func:`block_backward` (``args``) with the gradient of ``e`` written into ``de`` (as
+    :func:`block_forward_into` does); returns the other gradients."""
+    grad_e, *rest = block_backward(*args)
+    de.copy_(grad_e)
+    return tuple(rest)
+
+
 def _edge_terms(
     e: Tensor, src: Tensor, dst: Tensor, fwd: Tensor, bwd: Tensor, w_self: Tensor, w_edges: Tensor, b_out: Tensor
 ) -> tuple[Tensor, ...]:
@@ -113,12 +131,12 @@ def message_stats_grad(
 class BlockKernels:
     """The per-chunk functions :class:`FusedEdgeBlock` runs (plain or compiled)."""
 
-    forward: Callable[..., tuple[Tensor, ...]] = block_forward
-    backward: Callable[..., tuple[Tensor, ...]] = block_backward
+    forward: Callable[..., tuple[Tensor, ...]] = block_forward_into
+    backward: Callable[..., tuple[Tensor, ...]] = block_backward_into
 
     @classmethod
     def compiled(cls) -> BlockKernels:
-        return cls(torch.compile(block_forward, dynamic=False), torch.compile(block_backward, dynamic=False))
+        return cls(torch.compile(block_forward_into, dynamic=False), torch.compile(block_backward_into, dynamic=False))
 
 
 def _chunks(num_graphs: int, edges_per_graph: int) -> list[slice]:
@@ -161,8 +179,10 @@ class FusedEdgeBlock(torch.autograd.Function):
         inputs = (e, src, dst, fwd, bwd)
         weights = (w_self, w_edges, b_out, ln_w, ln_b)
         parts = _chunks(e.shape[0], e.shape[1] * e.shape[2])
-        results = [kernels.forward(*(t[p] for t in inputs), *weights, eps, extremes) for p in parts]
-        y, mean, rstd, *stats = (torch.cat(column) for column in zip(*results))
+        y, (mean, rstd) = e.new_empty(e.shape), (e.new_empty(e.shape[:-1] + (1,)) for _ in range(2))
+        results = [kernels.forward(y[p], mean[p], rstd[p], *(t[p] for t in inputs), *weights, eps, extremes)
+                   for p in parts]  # fmt: skip
+        stats = [torch.cat(column) for column in zip(*results)]
         ctx.extremes, ctx.kernels, ctx.parts = extremes, kernels, parts
         k = len(stats) // 2  # per direction: sum, squares, then the extremes
         ctx.save_for_backward(*_Saved(inputs, weights, mean, rstd, tuple(stats[2:k]), tuple(stats[k + 2 :])).flat())
@@ -174,17 +194,17 @@ class FusedEdgeBlock(torch.autograd.Function):
         saved = _Saved.unflat(ctx.saved_tensors)
         per_direction = len(stat_grads) // 2
         fwd_grads, bwd_grads = stat_grads[:per_direction], stat_grads[per_direction:]
-        grads: list[list[Tensor]] = []
+        de, grads = dy.new_empty(dy.shape), []
         for p in ctx.parts:
             grads.append(ctx.kernels.backward(
-                *(t[p] for t in saved.inputs), *saved.weights, saved.mean[p], saved.rstd[p], ctx.extremes,
+                de[p], *(t[p] for t in saved.inputs), *saved.weights, saved.mean[p], saved.rstd[p], ctx.extremes,
                 [v[p] for v in saved.fwd_extremes], [v[p] for v in saved.bwd_extremes], dy[p],
                 [g[p] for g in fwd_grads], [g[p] for g in bwd_grads],
             ))  # fmt: skip
         columns = list(zip(*grads))
-        input_grads = [torch.cat(col) for col in columns[:5]]
-        weight_grads = [torch.stack(col).sum(0) for col in columns[5:]]
-        return (*input_grads, *weight_grads, None, None, None)
+        node_grads = [torch.cat(col) for col in columns[:4]]
+        weight_grads = [torch.stack(col).sum(0) for col in columns[4:]]
+        return (de, *node_grads, *weight_grads, None, None, None)
 
 
 @dataclass(frozen=True)
