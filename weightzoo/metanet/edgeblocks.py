@@ -179,7 +179,7 @@ class FusedEdgeBlock(torch.autograd.Function):
         inputs = (e, src, dst, fwd, bwd)
         weights = (w_self, w_edges, b_out, ln_w, ln_b)
         parts = _chunks(e.shape[0], e.shape[1] * e.shape[2])
-        y, (mean, rstd) = e.new_empty(e.shape), (e.new_empty(e.shape[:-1] + (1,)) for _ in range(2))
+        y, mean, rstd = e.new_empty(e.shape), e.new_empty(e.shape[:-1] + (1,)), e.new_empty(e.shape[:-1] + (1,))
         results = [kernels.forward(y[p], mean[p], rstd[p], *(t[p] for t in inputs), *weights, eps, extremes)
                    for p in parts]  # fmt: skip
         stats = [torch.cat(column) for column in zip(*results)]
