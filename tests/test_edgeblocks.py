@@ -64,6 +64,24 @@ def test_block_passes_gradcheck():
     assert torch.autograd.gradcheck(block, (*inputs, *weights), eps=1e-6, atol=1e-5)
 
 
+def test_block_keeps_its_inputs_the_norm_statistics_and_the_extremes_for_backward(monkeypatch):
+    """Per edge, backward gets the inputs and two numbers (the LayerNorm's mean and inverse
+    deviation), nothing of the hidden activations, whatever the chunking."""
+    monkeypatch.setattr(edgeblocks, "CHUNK_EDGES", 2 * D * S)
+    inputs, weights = _block_inputs()
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.numel()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        FusedEdgeBlock.apply(*inputs, *weights, 1e-5, (True, False), BlockKernels())
+    given = sum(t.numel() for t in (*inputs, *weights))
+    extremes = G * D * C + G * S * C  # the incoming and the outgoing max
+    assert sum(saved.values()) == given + 2 * G * D * S + extremes
+
+
 def test_block_chunks_follow_chunk_edges(monkeypatch):
     monkeypatch.setattr(edgeblocks, "CHUNK_EDGES", 45)
     assert edgeblocks._chunks(5, 20) == [slice(0, 2), slice(2, 4), slice(4, 5)]
