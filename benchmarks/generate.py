@@ -1,8 +1,8 @@
 """Diffusion weight generation (D2NWG) on conflicting tasks: generated members against the zoo and
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
-    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 1000] [--generator DIR] [--seed 0]
-                                  [--zoo mnist1d-conflict|mnist1d-conflict-ft|mnist1d-conflict-many]
+    python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 500] [--generator DIR] [--seed 0]
+                                  [--zoo mnist1d-conflict-many|mnist1d-conflict-ft|mnist1d-conflict]
 
 ``--generator DIR`` keeps the trained generator: the first run trains it and saves it (and its
 training record, ``training.json``) there; later runs with the same zoo and options load it and
@@ -10,11 +10,12 @@ skip training, so sampling and evaluation can be compared without retraining. A 
 whose configuration differs from this run's is refused. ``--seed S`` seeds the generators' training
 (batches, noise, initialization; default 0), for repeats of one configuration.
 
-The zoo is ``mnist1d-conflict`` (40 tasks: 8 sets of 5 MNIST-1D classes, each mapped to the outputs
-in 5 drawn orders, 16 members a task, trained from scratch) or ``mnist1d-conflict-ft`` (the same
-tasks, each member fine-tuned from one base pretrained on all of MNIST-1D: D2NWG's setting) or
-``mnist1d-conflict-many`` (fine-tuned likewise, 200 tasks: 25 output orders per class set, 4 members
-a task); ``--quick``: their ``tiny-`` versions (``tiny-mnist1d-conflict-ft`` for the last).
+The zoo is ``mnist1d-conflict-many`` (the default: 200 tasks, 8 sets of 5 MNIST-1D classes each
+mapped to the outputs in 25 drawn orders, 4 members a task, each fine-tuned from one base pretrained
+on all of MNIST-1D: D2NWG's setting), ``mnist1d-conflict-ft`` (fine-tuned likewise, 40 tasks: 5
+orders per class set, 16 members a task) or ``mnist1d-conflict`` (those 40 tasks, members trained
+from scratch); ``--quick``: their ``tiny-`` versions (``tiny-mnist1d-conflict-ft`` for the first).
+The defaults (this zoo, 500 diffusion epochs, seed 0) are the configuration the README reports.
 One task per class set is held out of generator training entirely (its members are used only to
 compare with), so every held-out task's classes and its output order are each seen in training,
 never together. Members of a fine-tuned zoo share the base's neuron order, so they are not aligned
@@ -88,7 +89,7 @@ CANDIDATES = 4 * PER_TASK  # draws per task for the selected members: the PER_TA
 FINETUNE_EPOCHS = 40  # every fine-tuning start's budget: twice mnist1d-conflict's 20 epochs, so random init arrives
 
 
-def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 1000, seed: int = 0) -> GeneratorConfig:
+def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 500, seed: int = 0) -> GeneratorConfig:
     """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
     Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
     other by far less than their weights' spread (per-parameter standardization). The denoiser is
@@ -414,8 +415,8 @@ def trained_generator(zoo, members: list[int], cfg: GeneratorConfig, folder) -> 
 def main() -> None:
     args = zoo_arguments(
         __doc__, "the tiny zoo and small models (minutes)",
-        zoo={"default": "mnist1d-conflict", "choices": list(ZOOS)},
-        diffusion_epochs={"type": int, "default": 1000, "help": "the conditional denoiser's epochs"},
+        zoo={"default": "mnist1d-conflict-many", "choices": list(ZOOS)},
+        diffusion_epochs={"type": int, "default": 500, "help": "the conditional denoiser's epochs"},
         generator={"type": Path, "default": None, "help": "keep the trained generator here and reuse it"},
         seed={"type": int, "default": 0, "help": "the generators' training seed"},
     )  # fmt: skip
