@@ -89,7 +89,7 @@ CANDIDATES = 4 * PER_TASK  # draws per task for the selected members: the PER_TA
 FINETUNE_EPOCHS = 40  # every fine-tuning start's budget: twice mnist1d-conflict's 20 epochs, so random init arrives
 
 
-def config(quick: bool, fine_tuned: bool, diffusion_epochs: int = 500, seed: int = 0) -> GeneratorConfig:
+def config(quick: bool, fine_tuned: bool, diffusion_epochs: int, seed: int) -> GeneratorConfig:
     """The conditional generator (p-diff reuses its sizes with its own budget, see :func:`pdiff`).
     Members of a fine-tuned zoo share the base's neuron order (no alignment) and differ from each
     other by far less than their weights' spread (per-parameter standardization). The denoiser is

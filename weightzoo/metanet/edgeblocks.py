@@ -161,11 +161,15 @@ class _Saved:
         return *self.inputs, *self.weights, self.mean, self.rstd, *self.fwd_extremes, *self.bwd_extremes
 
     @classmethod
-    def unflat(cls, saved: Sequence[Tensor]) -> _Saved:
-        """Inverse of :meth:`flat` (the directions keep as many extremes each)."""
-        half = (len(saved) - 12) // 2
-        return cls(tuple(saved[:5]), tuple(saved[5:10]), saved[10], saved[11], tuple(saved[12 : 12 + half]),
-                   tuple(saved[12 + half :]))  # fmt: skip
+    def unflat(cls, saved: Sequence[Tensor], extremes: tuple[bool, bool]) -> _Saved:
+        """Inverse of :meth:`flat`; each direction keeps the extremes ``extremes`` (max, min) asks for."""
+        rest = iter(saved)
+
+        def take(count: int) -> tuple[Tensor, ...]:
+            return tuple(next(rest) for _ in range(count))
+
+        per_direction = sum(extremes)
+        return cls(take(5), take(5), next(rest), next(rest), take(per_direction), take(per_direction))
 
 
 class FusedEdgeBlock(torch.autograd.Function):
@@ -191,7 +195,7 @@ class FusedEdgeBlock(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, *stat_grads):
-        saved = _Saved.unflat(ctx.saved_tensors)
+        saved = _Saved.unflat(ctx.saved_tensors, ctx.extremes)
         per_direction = len(stat_grads) // 2
         fwd_grads, bwd_grads = stat_grads[:per_direction], stat_grads[per_direction:]
         de, grads = dy.new_empty(dy.shape), []
