@@ -2,7 +2,7 @@
 simple baselines, fine-tuning from them, memorization, and p-diff mode.
 
     python benchmarks/generate.py [--quick] [--zoos DIR] [--diffusion-epochs 500] [--generator DIR] [--seed 0]
-                                  [--zoo mnist1d-conflict-many|mnist1d-conflict-ft|mnist1d-conflict]
+                                  [--zoo mnist1d-conflict-many|mnist1d-conflict-wide|mnist1d-conflict-ft|mnist1d-conflict]
 
 ``--generator DIR`` keeps the trained generator: the first run trains it and saves it (and its
 training record, ``training.json``) there; later runs with the same zoo and options load it and
@@ -12,7 +12,8 @@ whose configuration differs from this run's is refused. ``--seed S`` seeds the g
 
 The zoo is ``mnist1d-conflict-many`` (the default: 200 tasks, 8 sets of 5 MNIST-1D classes each
 mapped to the outputs in 25 drawn orders, 4 members a task, each fine-tuned from one base pretrained
-on all of MNIST-1D: D2NWG's setting), ``mnist1d-conflict-ft`` (fine-tuned likewise, 40 tasks: 5
+on all of MNIST-1D: D2NWG's setting), ``mnist1d-conflict-wide`` (those 800 members over 400 tasks: 50 orders per class
+set, 2 members a task), ``mnist1d-conflict-ft`` (fine-tuned likewise, 40 tasks: 5
 orders per class set, 16 members a task) or ``mnist1d-conflict`` (those 40 tasks, members trained
 from scratch); ``--quick``: their ``tiny-`` versions (``tiny-mnist1d-conflict-ft`` for the first).
 The defaults (this zoo, 500 diffusion epochs, seed 0) are the configuration the README reports.
@@ -81,7 +82,7 @@ from weightzoo.zoo.train.init import init_params
 from weightzoo.zoo.train.variants import member_variant
 
 ZOOS = {"mnist1d-conflict": "tiny-mnist1d-conflict", "mnist1d-conflict-ft": "tiny-mnist1d-conflict-ft",
-        "mnist1d-conflict-many": "tiny-mnist1d-conflict-ft"}  # each zoo and its --quick stand-in  # fmt: skip
+        "mnist1d-conflict-many": "tiny-mnist1d-conflict-ft", "mnist1d-conflict-wide": "tiny-mnist1d-conflict-ft"}  # each zoo and its --quick stand-in  # fmt: skip
 PER_TASK = 16  # generated members per task
 MEMO_PER_TASK = 2  # generated members per task checked for memorization
 MEMO_HELDIN = 32  # held-in tasks checked for memorization at most (evenly spaced; all held-out ones are)
